@@ -1,0 +1,1 @@
+"""The ``cure-zoo`` command line; one module per subcommand (``cmd_<name>.py``)."""

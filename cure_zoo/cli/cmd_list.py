@@ -1,0 +1,94 @@
+"""``cure-zoo list``: the zoo as a table (or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+from typing import Any
+
+CLAIM_COLUMNS = [("nat", "Nat"), ("pgd20", "PGD-20"), ("aa", "AA"), ("cw20", "CW-inf"), ("nrr_cw", "NRR")]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "list",
+        help="list the zoo's models",
+        description="List every registered model: architecture, dataset, training method, parameter count, "
+        "whether weights are published, and the measured numbers of published weights.",
+    )
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter on names, e.g. 'cure_*'")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per model) instead of a table")
+    p.set_defaults(run=run)
+
+
+def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
+    import timm
+    import torch
+
+    import cure_zoo  # noqa: F401  (registers the models)
+    from cure_zoo.models.zoo import ARCHITECTURES, METHODS, ZOO
+
+    rows, params = [], {}
+    for e in ZOO:
+        if not fnmatch.fnmatch(e.name, pattern):
+            continue
+        key = (e.architecture, e.num_classes)
+        if key not in params:
+            with torch.device("meta"):  # count parameters without allocating them
+                model = timm.create_model(e.architecture, num_classes=e.num_classes)
+            params[key] = sum(p.numel() for p in model.parameters())
+        weights = (
+            "bundled (pyautoattack)"
+            if e.weights_source == "pyautoattack"
+            else (f"published @ {e.revision[:8]}" if e.published else "not published")
+        )
+        rows.append(
+            dict(
+                name=e.name,
+                architecture=ARCHITECTURES[e.arch][1],
+                timm_architecture=e.architecture,
+                dataset=e.dataset,
+                method=e.method,
+                method_description=METHODS[e.method],
+                num_classes=e.num_classes,
+                params=params[key],
+                weights=weights,
+                published=e.published,
+                hf_hub_id=e.hf_hub_id,
+                claims=dict(e.claims),
+            )
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = ["name", "architecture", "dataset", "method", "params", "weights"] + [c for _, c in CLAIM_COLUMNS]
+    lines = [header]
+    for r in rows:
+        claims = [f"{r['claims'][k]:.2f}" if k in r["claims"] else "-" for k, _ in CLAIM_COLUMNS]
+        lines.append(
+            [r["name"], r["architecture"], r["dataset"], r["method"], f"{r['params'] / 1e6:.2f}M", r["weights"]]
+            + claims
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cure_zoo.errors import CureZooError
+
+    rows = zoo_rows(args.pattern)
+    if not rows:
+        raise CureZooError(f"no model matches {args.pattern!r}; try 'cure-zoo list' for all models")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+        print(
+            "\nNumbers are % on the CIFAR/SVHN test split, measured by cure-zoo (see each model card); "
+            "'-' = no published weights yet."
+        )
+    return 0

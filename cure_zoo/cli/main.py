@@ -1,0 +1,47 @@
+"""``cure-zoo``: list, evaluate, verify and publish the zoo's models.
+
+Each subcommand lives in ``cmd_<name>.py`` with ``add_parser(subparsers)``; the parser's ``run`` default
+returns the exit code. Heavy imports (torch, timm) happen inside ``run`` so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommands, in the order ``--help`` shows them.
+COMMANDS = ["list"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cure-zoo",
+        description="A timm model zoo of adversarially robust classifiers trained with CURE (ICLR 2024).",
+        epilog="Run 'cure-zoo COMMAND --help' for a command's options.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"cure-zoo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.cmd_{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import CureZooError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except CureZooError as err:
+        print(f"cure-zoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cure-zoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hugging Face Hub: weight resolution and verification."""

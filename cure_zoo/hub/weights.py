@@ -1,0 +1,174 @@
+"""Where pretrained weights come from, and the checks made before they are loaded.
+
+``resolve_weights_file`` turns a model's pretrained cfg into a local ``.safetensors`` (or authors' ``.pt``)
+file, or raises one clear :class:`PretrainedWeightsError`:
+
+* ``file`` set (``pretrained_cfg_overlay=dict(file=...)``): that file, which must exist.
+* ``hf_hub_id`` (a registered zoo name or ``hf-hub:ORG/NAME``): ``config.json`` and ``model.safetensors``
+  from the Hub (``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and the HF cache respected); the weights' sha256 must equal
+  the ``weights_sha256`` published in ``config.json``'s ``cure_zoo`` block.
+* ``source='pyautoattack'``: the ResNet-18 inside the installed pyautoattack wheel, converted once to
+  safetensors in the zoo's cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from importlib import metadata, resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import PretrainedWeightsError, WeightsIntegrityError
+from ..io import save_weights, sha256_file
+
+if TYPE_CHECKING:
+    from timm.models import PretrainedCfg
+
+    from ..models.zoo import ZooEntry
+
+_logger = logging.getLogger(__name__)
+
+CACHE_ENV = "CURE_ZOO_CACHE"
+CONFIG_BLOCK = "cure_zoo"  # namespaced block of config.json holding the zoo's metadata and claims
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def cache_dir() -> Path:
+    """The zoo's own cache folder (converted weights): ``$CURE_ZOO_CACHE`` or ``~/.cache/cure_zoo``."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cure_zoo"
+    )
+    return Path(root)
+
+
+def resolve_weights_file(cfg: PretrainedCfg, name: str, entry: ZooEntry | None = None) -> str | None:
+    """A local weights file for ``cfg``; ``None`` when timm should use ``cfg.state_dict`` as given."""
+    if cfg.state_dict is not None:
+        return None
+    if cfg.file:
+        if not os.path.isfile(cfg.file):
+            raise PretrainedWeightsError(
+                f"weights file {cfg.file!r} for {name} does not exist; check the path passed in "
+                f"pretrained_cfg_overlay=dict(file=...)"
+            )
+        return str(cfg.file)
+    if cfg.source == "pyautoattack":
+        return str(pyautoattack_resnet18_file())
+    if cfg.hf_hub_id:
+        if entry is not None and cfg.hf_hub_id == entry.hf_hub_id and not entry.published and not custom_org():
+            # Nothing is published under the zoo's own org yet: say so without a network round trip.
+            raise _unavailable(name, entry.repo_id, "the zoo has not published weights for this model yet")
+        return str(download_verified(cfg.hf_hub_id, name))
+    raise PretrainedWeightsError(
+        f"{name} has no pretrained weights source; create it with pretrained=False, or load a local file "
+        f"with pretrained_cfg_overlay=dict(file='model.safetensors')"
+    )
+
+
+def custom_org() -> bool:
+    """Whether the user points registered names at their own Hub org (``CURE_ZOO_HF_ORG``)."""
+    from ..models.zoo import DEFAULT_HF_ORG, HF_ORG_ENV
+
+    return os.environ.get(HF_ORG_ENV, DEFAULT_HF_ORG) != DEFAULT_HF_ORG
+
+
+def _split_revision(hf_hub_id: str) -> tuple[str, str | None]:
+    repo_id, _, revision = hf_hub_id.partition("@")
+    return repo_id, revision or None
+
+
+def _unavailable(name: str, repo_id: str, reason: str) -> PretrainedWeightsError:
+    return PretrainedWeightsError(
+        f"no pretrained weights for {name}: {WEIGHTS_FILE} could not be fetched from Hugging Face Hub repo "
+        f"{repo_id!r} ({reason}). Ways out: train it (torchrun recipes/train.py --recipe "
+        f"{name.split('.')[0]}) and publish it (cure-zoo push RUN_DIR --repo ORG/NAME, then set "
+        f"CURE_ZOO_HF_ORG=ORG); or load a local file with "
+        f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors'))"
+    )
+
+
+def _hub_reason(err: Exception) -> str:
+    """One line for why a Hub download failed (never the token, never a traceback)."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(err, GatedRepoError):
+        return "the repository is gated; accept its terms on the Hub and log in"
+    if isinstance(err, RepositoryNotFoundError):
+        return "repository not found, or private and no valid token was given (HF_TOKEN / hf auth login)"
+    if isinstance(err, RevisionNotFoundError):
+        return "the pinned revision does not exist in the repository"
+    # LocalEntryNotFoundError subclasses EntryNotFoundError: test it first.
+    if isinstance(err, LocalEntryNotFoundError):
+        return "offline (HF_HUB_OFFLINE=1 or no network) and the file is not in the local Hugging Face cache"
+    if isinstance(err, EntryNotFoundError):
+        return f"the repository has no {WEIGHTS_FILE}"
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"HTTP {status}: {text}" if status else text
+
+
+def download_verified(hf_hub_id: str, name: str) -> Path:
+    """Download ``model.safetensors`` (and ``config.json``) and check the published sha256."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, revision = _split_revision(hf_hub_id)
+    hub_errors = (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError)
+    try:
+        weights = Path(hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision))
+    except hub_errors as err:
+        raise _unavailable(name, repo_id, _hub_reason(err)) from None
+    try:
+        config = json.loads(Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision)).read_text())
+    except hub_errors + (json.JSONDecodeError,):
+        config = {}
+    expected = (config.get(CONFIG_BLOCK) or {}).get("weights_sha256")
+    if expected:
+        verify_sha256(weights, expected, f"{repo_id}/{WEIGHTS_FILE}")
+    else:
+        _logger.warning("%s: config.json publishes no weights_sha256; weights not verified", repo_id)
+    return weights
+
+
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise WeightsIntegrityError(
+            f"{what} is corrupted or not the published file: sha256 {actual[:16]}... != published "
+            f"{expected[:16]}... (size {path.stat().st_size} bytes); nothing was loaded. Delete it from the "
+            f"Hugging Face cache (hf cache delete) and download again"
+        )
+
+
+def pyautoattack_resnet18_file() -> Path:
+    """The ResNet-18 that ships in the pyautoattack wheel, converted to safetensors on first use."""
+    try:
+        version = metadata.version("pyautoattack")
+        source = resources.files("pyautoattack") / "examples" / "model_test.pt"
+    except (metadata.PackageNotFoundError, ModuleNotFoundError):
+        raise PretrainedWeightsError(
+            "st_resnet18_cifar10.autoattack needs the pyautoattack package: pip install pyautoattack"
+        ) from None
+    if not source.is_file():
+        raise PretrainedWeightsError(
+            f"pyautoattack {version} has no examples/model_test.pt; reinstall it: pip install --force-reinstall "
+            f"pyautoattack"
+        )
+    target = cache_dir() / f"pyautoattack-{version}" / WEIGHTS_FILE
+    if not target.is_file():
+        with resources.as_file(source) as src:
+            state_dict = torch.load(src, map_location="cpu", weights_only=True)
+            meta = {"source": f"pyautoattack=={version}:examples/model_test.pt", "source_sha256": sha256_file(src)}
+        save_weights(state_dict, target, metadata=meta)
+    return target

@@ -1,0 +1,114 @@
+"""One entry point that turns what a user types into a model: a registered name, ``hf-hub:ORG/NAME``,
+a run directory (``config.json`` + ``model.safetensors``) or a ``.safetensors`` file with a ``config.json``
+beside it. The CLI's ``eval`` and ``verify`` and the Python API all load models through here."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch.nn as nn
+from timm.models import get_pretrained_cfg
+
+from ..errors import CureZooError, UnknownModelError
+from ..hub.weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, verify_sha256
+from ..io import sha256_file
+from .zoo import ZOO, ZooEntry, find_entry
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: str  # what the user asked for
+    name: str  # registered architecture[.tag] the model was built as
+    weights_file: str | None
+    weights_sha256: str | None
+    entry: ZooEntry | None = None
+    zoo_config: dict[str, Any] = field(default_factory=dict)  # config.json's cure_zoo block (claims etc.)
+
+
+def zoo_names() -> list[str]:
+    """Every name ``load_model`` accepts from the zoo: flat names and ``architecture.tag`` names."""
+    return sorted({e.name for e in ZOO} | {f"{e.architecture}.{e.arch_tag}" for e in ZOO})
+
+
+def unknown_model_error(name: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, zoo_names() + timm.list_models("cifar_*"), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(f"unknown model {name!r}{hint} (cure-zoo list shows every model)")
+
+
+def _is_registered(name: str) -> bool:
+    if "." not in name:
+        return timm.is_model(name)
+    try:
+        return get_pretrained_cfg(name, allow_unregistered=False) is not None
+    except RuntimeError:  # timm: "Invalid pretrained tag"
+        return False
+
+
+def _sha(file: str | None) -> str | None:
+    return sha256_file(file) if file and Path(file).is_file() else None
+
+
+def load_model(spec: str, pretrained: bool = True, **kwargs: Any) -> LoadedModel:
+    """Build the model ``spec`` names, in eval mode, with its weights and their sha256."""
+    path = Path(spec)
+    if spec.startswith("hf-hub:"):
+        model = timm.create_model(spec, pretrained=pretrained, **kwargs)
+        name = model.pretrained_cfg.get("architecture", spec)
+        entry = None
+    elif path.suffix == ".safetensors" or path.is_dir():
+        return _load_local(path, **kwargs)
+    elif _is_registered(spec):
+        model = timm.create_model(spec, pretrained=pretrained, **kwargs)
+        name, entry = spec, find_entry(spec)
+    else:
+        raise unknown_model_error(spec)
+    file = model.pretrained_cfg.get("file") if pretrained else None
+    return LoadedModel(model.eval(), spec, name, file, _sha(file), entry)
+
+
+def read_run_config(directory: Path) -> dict[str, Any]:
+    cfg_path = directory / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CureZooError(
+            f"{directory} has no {CONFIG_FILE}, so the architecture is unknown; a run directory from "
+            f"recipes/train.py or a Hub snapshot has one"
+        )
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CureZooError(f"{cfg_path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if "architecture" not in config:
+        raise CureZooError(f"{cfg_path} names no 'architecture'; it is not a timm model config")
+    return config
+
+
+def _load_local(path: Path, **kwargs: Any) -> LoadedModel:
+    if not path.exists():
+        raise CureZooError(
+            f"{path} does not exist; pass a registered model name, hf-hub:ORG/NAME, a run "
+            f"directory or a .safetensors file"
+        )
+    directory, weights = (path, path / WEIGHTS_FILE) if path.is_dir() else (path.parent, path)
+    if not weights.is_file():
+        raise CureZooError(f"{directory} has no {WEIGHTS_FILE}; is the training run finished?")
+    config = read_run_config(directory)
+    zoo_config = config.get(CONFIG_BLOCK) or {}
+    if zoo_config.get("weights_sha256"):
+        verify_sha256(weights, zoo_config["weights_sha256"], str(weights))
+    arch = config["architecture"]
+    if not timm.is_model(arch):
+        raise unknown_model_error(arch)
+    model_args = dict(config.get("model_args") or {}, **kwargs)
+    overlay = dict(file=str(weights))
+    if "num_classes" in config:
+        model_args.setdefault("num_classes", config["num_classes"])
+        overlay["num_classes"] = config["num_classes"]
+    model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **model_args)
+    return LoadedModel(model.eval(), str(path), arch, str(weights), sha256_file(weights), find_entry(arch), zoo_config)

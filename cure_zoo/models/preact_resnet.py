@@ -1,0 +1,124 @@
+"""CIFAR PreActResNet-18 (He et al., 2016b), the backbone of the paper's robust-overfitting study.
+
+Module names equal the authors' (``conv1``, ``layerN.i.bn1``, ``shortcut.0``, final ``bn``, ``linear``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.layers import SelectAdaptivePool2d
+from timm.models import generate_default_cfgs, register_model
+from timm.models._manipulate import checkpoint_seq
+
+from ._builder import build_zoo_model, family_cfgs, register_zoo_names
+from ._layers import InputNormalize, conv1x1, conv3x3
+
+__all__ = ["PreActResNet"]
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv x2; a projection shortcut (1x1 conv, no BN) sees the pre-activated input."""
+
+    def __init__(self, in_chs: int, chs: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv1 = conv3x3(in_chs, chs, stride)
+        self.bn2 = nn.BatchNorm2d(chs)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(chs, chs)
+        needs_projection = stride != 1 or in_chs != chs
+        self.shortcut = nn.Sequential(conv1x1(in_chs, chs, stride)) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.act2(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet(nn.Module):
+    """PreActResNet for 32x32 inputs in [0, 1]."""
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (2, 2, 2, 2),
+        num_classes: int = 10,
+        in_chans: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        global_pool: str = "avg",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.grad_checkpointing = False
+        self.normalize = InputNormalize(mean, std)
+        self.conv1 = conv3x3(in_chans, widths[0])
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
+        in_chs = widths[0]
+        for i, (chs, depth) in enumerate(zip(widths, layers, strict=True)):
+            stride = 1 if i == 0 else 2
+            blocks = [PreActBlock(in_chs if b == 0 else chs, chs, stride if b == 0 else 1) for b in range(depth)]
+            in_chs = chs
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            if i < len(widths) - 1:
+                self.feature_info.append(dict(num_chs=chs, reduction=2**i, module=f"layer{i + 1}"))
+        self.bn = nn.BatchNorm2d(in_chs)
+        self.act = nn.ReLU(inplace=True)
+        self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (len(widths) - 1), module="act"))
+        self.num_features = self.head_hidden_size = in_chs
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.linear = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^conv1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)", head_norm=r"^bn")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.linear
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.linear = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(self.normalize(x))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
+        return self.act(self.bn(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.linear(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> PreActResNet:
+    return build_zoo_model(PreActResNet, variant, pretrained, **dict(layers=(2, 2, 2, 2), **kwargs))
+
+
+default_cfgs = generate_default_cfgs(family_cfgs({"preactresnet18": dict(classifier="linear")}))
+
+
+@register_model
+def cifar_preactresnet18(pretrained: bool = False, **kwargs: Any) -> PreActResNet:
+    """CIFAR PreActResNet-18: 11.17M parameters at 10 classes."""
+    return _create("cifar_preactresnet18", pretrained, **kwargs)
+
+
+register_zoo_names(__name__, {"preactresnet18": _create})

@@ -1,0 +1,44 @@
+"""Test environment. huggingface_hub reads its settings once, at import, so they are set here, before any
+test module imports it: offline by default, the endpoint on a closed loopback port (no test can reach the
+internet), and every cache in a temporary folder."""
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="cure_zoo_tests_"))
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    HF_ENDPOINT="http://127.0.0.1:9",
+    HF_HOME=str(_TMP / "hf_home"),
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_UPDATE_CHECK="1",
+    HF_HUB_DISABLE_XET="1",
+    CURE_ZOO_CACHE=str(_TMP / "cure_zoo_cache"),
+)
+os.environ.pop("CURE_ZOO_HF_ORG", None)
+os.environ.pop("HF_TOKEN", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def cifar10_test():
+    from cure_zoo.data import load_bundled
+
+    return load_bundled("cifar10", "test")
+
+
+@pytest.fixture(scope="session")
+def autoattack_resnet18():
+    """The real, naturally trained CIFAR-10 ResNet-18 shipped in the pyautoattack wheel, in eval mode."""
+    import timm
+
+    import cure_zoo  # noqa: F401
+
+    return timm.create_model("st_resnet18_cifar10.autoattack", pretrained=True).eval()
