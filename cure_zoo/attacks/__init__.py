@@ -1,0 +1,10 @@
+"""L-inf attacks on [0, 1] images: the one PGD loop and the losses it ascends (CE, CW margin, TRADES KL).
+
+Evaluation (PGD-20/100, CW-inf) and training (PGD-AT, TRADES/CURE inner maximisation) both call
+:func:`pgd`; only the loss and the starting point differ.
+"""
+
+from .losses import ce_loss, cw_margin_loss, kl_loss
+from .pgd import gaussian_start, pgd, uniform_start
+
+__all__ = ["ce_loss", "cw_margin_loss", "gaussian_start", "kl_loss", "pgd", "uniform_start"]
