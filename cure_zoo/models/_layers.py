@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+from timm.layers import SelectAdaptivePool2d
 
 
 class InputNormalize(nn.Module):
@@ -40,3 +41,39 @@ def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False)
+
+
+class PooledLinearHead:
+    """The head every family shares: global pooling, then a linear classifier.
+
+    The classifier keeps the authors' attribute name (``linear`` or ``fc``, given by ``classifier_attr``) so
+    their checkpoints load unchanged. Classes using this set ``num_features``, ``num_classes``,
+    ``global_pool`` and the classifier in ``__init__`` (see :meth:`_init_head`).
+    """
+
+    classifier_attr = "linear"
+    num_features: int
+    num_classes: int
+    global_pool: nn.Module
+
+    def _init_head(self, num_features: int, num_classes: int, global_pool: str) -> None:
+        self.num_features = self.head_hidden_size = num_features
+        self.reset_classifier(num_classes, global_pool)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_attr)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        setattr(self, self.classifier_attr, classifier)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.get_classifier()(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

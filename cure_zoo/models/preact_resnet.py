@@ -10,12 +10,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
 from ._builder import build_zoo_model, family_cfgs, register_zoo_names
-from ._layers import InputNormalize, conv1x1, conv3x3
+from ._layers import InputNormalize, PooledLinearHead, conv1x1, conv3x3
 
 __all__ = ["PreActResNet"]
 
@@ -42,7 +41,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(PooledLinearHead, nn.Module):
     """PreActResNet for 32x32 inputs in [0, 1]."""
 
     def __init__(
@@ -56,7 +55,6 @@ class PreActResNet(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.grad_checkpointing = False
         self.normalize = InputNormalize(mean, std)
         self.conv1 = conv3x3(in_chans, widths[0])
@@ -72,9 +70,7 @@ class PreActResNet(nn.Module):
         self.bn = nn.BatchNorm2d(in_chs)
         self.act = nn.ReLU(inplace=True)
         self.feature_info.append(dict(num_chs=in_chs, reduction=2 ** (len(widths) - 1), module="act"))
-        self.num_features = self.head_hidden_size = in_chs
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.linear = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(in_chs, num_classes, global_pool)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -84,28 +80,11 @@ class PreActResNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.linear
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.linear = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(self.normalize(x))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
         return self.act(self.bn(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.linear(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> PreActResNet:

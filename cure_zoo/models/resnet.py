@@ -12,12 +12,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
 from ._builder import build_zoo_model, family_cfgs, register_zoo_names
-from ._layers import InputNormalize, conv1x1, conv3x3
+from ._layers import InputNormalize, PooledLinearHead, conv1x1, conv3x3
 
 __all__ = ["CifarResNet"]
 
@@ -72,7 +71,7 @@ class Bottleneck(nn.Module):
         return self.act3(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(PooledLinearHead, nn.Module):
     """ResNet for 32x32 inputs in [0, 1]. Keys: ``conv1``, ``bn1``, ``layer1..4``, ``linear``."""
 
     def __init__(
@@ -87,7 +86,6 @@ class CifarResNet(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.grad_checkpointing = False
         self.normalize = InputNormalize(mean, std)
         self.conv1 = conv3x3(in_chans, widths[0])
@@ -103,9 +101,7 @@ class CifarResNet(nn.Module):
                 in_chs = chs * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=in_chs, reduction=2**i, module=f"layer{i + 1}"))
-        self.num_features = self.head_hidden_size = in_chs
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.linear = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(in_chs, num_classes, global_pool)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -115,29 +111,12 @@ class CifarResNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.linear
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.linear = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(self.normalize(x))))
         stages = [self.layer1, self.layer2, self.layer3, self.layer4]
         for stage in stages:
             x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.linear(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _ARCH_ARGS = {

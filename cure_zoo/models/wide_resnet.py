@@ -12,12 +12,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
 from ._builder import build_zoo_model, family_cfgs, register_zoo_names
-from ._layers import InputNormalize, conv1x1, conv3x3
+from ._layers import InputNormalize, PooledLinearHead, conv1x1, conv3x3
 
 __all__ = ["WideResNet"]
 
@@ -63,8 +62,10 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(PooledLinearHead, nn.Module):
     """WideResNet for 32x32 inputs in [0, 1]; ``depth = 6n + 4``."""
+
+    classifier_attr = "fc"
 
     def __init__(
         self,
@@ -82,7 +83,6 @@ class WideResNet(nn.Module):
             raise ValueError(f"WideResNet depth must be 6n+4 (e.g. 28, 34, 70), got {depth}")
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.num_classes = num_classes
         self.normalize = InputNormalize(mean, std)
         self.conv1 = conv3x3(in_chans, widths[0])
         self.block1 = NetworkBlock(n, widths[0], widths[1], 1, drop_rate)
@@ -90,15 +90,13 @@ class WideResNet(nn.Module):
         self.block3 = NetworkBlock(n, widths[2], widths[3], 2, drop_rate)
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.act = nn.ReLU(inplace=True)
-        self.num_features = self.head_hidden_size = widths[3]
         self.feature_info = [
             dict(num_chs=widths[0], reduction=1, module="conv1"),
             dict(num_chs=widths[1], reduction=1, module="block1"),
             dict(num_chs=widths[2], reduction=2, module="block2"),
             dict(num_chs=widths[3], reduction=4, module="act"),
         ]
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(widths[3], num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(widths[3], num_classes, global_pool)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -126,27 +124,10 @@ class WideResNet(nn.Module):
         for group in (self.block1, self.block2, self.block3):
             group.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(self.normalize(x))
         x = self.block3(self.block2(self.block1(x)))
         return self.act(self.bn1(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _ARCH_ARGS = {
