@@ -4,7 +4,17 @@ Evaluation (PGD-20/100, CW-inf) and training (PGD-AT, TRADES/CURE inner maximisa
 :func:`pgd`; only the loss and the starting point differ.
 """
 
+from .counter_rng import counter_uniform
 from .losses import ce_loss, cw_margin_loss, kl_loss
-from .pgd import gaussian_start, pgd, uniform_start
+from .pgd import gaussian_start, indexed_uniform_start, pgd, uniform_start
 
-__all__ = ["ce_loss", "cw_margin_loss", "gaussian_start", "kl_loss", "pgd", "uniform_start"]
+__all__ = [
+    "ce_loss",
+    "counter_uniform",
+    "cw_margin_loss",
+    "gaussian_start",
+    "indexed_uniform_start",
+    "kl_loss",
+    "pgd",
+    "uniform_start",
+]

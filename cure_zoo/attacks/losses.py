@@ -23,3 +23,12 @@ def cw_margin_loss(logits: torch.Tensor, labels: torch.Tensor, confidence: float
 def kl_loss(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """``KL(target || softmax(logits))`` per sample: the TRADES inner-maximisation objective."""
     return F.kl_div(F.log_softmax(logits, dim=1), target_probs, reduction="none").sum(1)
+
+
+def kl_logits_loss(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(target_logits) || softmax(logits))`` per sample, computed from log-probabilities so that
+    it stays finite (and differentiable in both arguments) when a probability underflows to 0. TRADES'
+    regulariser and CURE's L_adv/L_CR terms; as a PGD objective it equals :func:`kl_loss` of the softmax."""
+    return F.kl_div(
+        F.log_softmax(logits, dim=1), F.log_softmax(target_logits, dim=1), reduction="none", log_target=True
+    ).sum(1)

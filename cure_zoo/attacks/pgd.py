@@ -7,11 +7,20 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from .counter_rng import counter_uniform
+
 
 def uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A uniform random start in the eps-ball (Madry et al.; the paper's PGD-20 evaluation)."""
     noise = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
     return (noise.to(x.device, x.dtype) * 2 - 1) * eps
+
+
+def indexed_uniform_start(x: torch.Tensor, eps: float, seed: int, indices: torch.Tensor) -> torch.Tensor:
+    """A uniform start in the eps-ball drawn per image from ``(seed, official image index)``: image ``i``
+    gets the same start whatever batch or shard it is in (see :mod:`.counter_rng`)."""
+    u = counter_uniform(seed, indices, tuple(x.shape[1:]), device=x.device)
+    return (u.to(x.dtype) * 2 - 1) * eps
 
 
 def gaussian_start(x: torch.Tensor, std: float = 0.001) -> torch.Tensor:

@@ -1,0 +1,26 @@
+"""Robustness evaluation: Nat, PGD-20/100, CW-inf, AutoAttack, the epsilon sweep, and the metrics (Wilson
+intervals, worst case, NRR, SUM). :func:`evaluate` is the one entry point; :class:`EvalResult` its result
+and JSON form. See :mod:`.protocol` for the exact attack settings."""
+
+from .engine import DEFAULT_ATTACKS, evaluate, resolve_device
+from .metrics import accuracy_summary, nrr, wilson_interval, worst_case
+from .protocol import BASE_ATTACKS, DEFAULT_EPS, VALID_NAMES, AttackSpec, parse_attacks, parse_eps
+from .result import SCHEMA, EvalResult
+
+__all__ = [
+    "BASE_ATTACKS",
+    "DEFAULT_ATTACKS",
+    "DEFAULT_EPS",
+    "SCHEMA",
+    "VALID_NAMES",
+    "AttackSpec",
+    "EvalResult",
+    "accuracy_summary",
+    "evaluate",
+    "nrr",
+    "parse_attacks",
+    "parse_eps",
+    "resolve_device",
+    "wilson_interval",
+    "worst_case",
+]

@@ -1,0 +1,292 @@
+"""``evaluate()``: run the protocol's attacks on a model over a test set and return an :class:`EvalResult`.
+
+Batched throughout. PGD/CW-inf random starts are drawn per image from ``(seed, official image index)``, so
+their per-sample outcomes do not depend on the batch size or on sharding. Under ``torchrun`` (an initialised
+default process group) each rank evaluates a contiguous slice and the masks are gathered, so every rank
+returns the same full result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..attacks import ce_loss, cw_margin_loss, indexed_uniform_start, pgd
+from ..data import ImageSet, get_dataset_info
+from ..errors import CureZooError
+from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
+from .metrics import accuracy_summary, nrr, worst_case
+from .protocol import DEFAULT_EPS, AttackSpec, parse_attacks, parse_eps
+from .result import EvalResult
+from .sharding import gather, gather_masks, shard_bounds, world
+
+DEFAULT_ATTACKS = ("nat", "pgd20", "cw20", "aa")
+DEFAULT_BATCH_SIZE = 128
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> this process's GPU (``LOCAL_RANK`` under torchrun) if there is one, else the CPU."""
+    text = str(device)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text not in ("cpu", "cuda") and not text.startswith("cuda:"):
+        raise CureZooError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CureZooError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        if text == "cuda":
+            text = f"cuda:{int(os.environ.get('LOCAL_RANK', torch.cuda.current_device()))}"
+    return torch.device(text)
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import timm
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "cure_zoo": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "pyautoattack": pyautoattack_version(),
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _describe_model(model: Any) -> tuple[nn.Module, dict[str, Any]]:
+    from ..models.loader import LoadedModel, load_model
+
+    if isinstance(model, str):
+        model = load_model(model)
+    if isinstance(model, LoadedModel):
+        return model.model, {"spec": model.spec, "name": model.name, "weights_sha256": model.weights_sha256}
+    if isinstance(model, nn.Module):
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        name = cfg.get("architecture", type(model).__name__)
+        if cfg.get("tag"):
+            name = f"{name}.{cfg['tag']}"
+        return model, {"spec": None, "name": name, "weights_sha256": None}
+    raise TypeError(f"model must be an nn.Module, a LoadedModel or a model spec string, not {type(model).__name__}")
+
+
+def _resolve_images(dataset: str | ImageSet, n_examples: int | None, data_dir, notify) -> ImageSet:
+    from ..data.testsets import _print_notice, load_testset
+
+    if isinstance(dataset, ImageSet):
+        if n_examples is not None and n_examples <= 0:
+            raise CureZooError(f"n_examples must be positive, got {n_examples}")
+        return dataset if n_examples is None else dataset.take(n_examples)
+    return load_testset(
+        str(dataset), data_dir=data_dir, n=n_examples, notify=_print_notice if notify is None else notify
+    )
+
+
+@torch.no_grad()
+def check_logits(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
+    """Refuse outputs the attacks cannot use: wrong width, non-finite values, or probabilities."""
+    out = model(x)
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise CureZooError(
+            f"the model outputs shape {tuple(out.shape)} but the dataset has {num_classes} classes; "
+            f"evaluate a {num_classes}-class model (num_classes={num_classes})"
+        )
+    if not torch.isfinite(out).all():
+        raise CureZooError("the model outputs NaN or infinite values on clean test images; check its weights")
+    if out.min() >= 0 and out.max() <= 1 and torch.allclose(out.sum(1), torch.ones(len(out), device=out.device)):
+        raise CureZooError(
+            "the model outputs probabilities (rows in [0, 1] summing to 1), not logits; the attacks need "
+            "logits (remove the final softmax)"
+        )
+
+
+@contextlib.contextmanager
+def _attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the duration; the model's own state is restored after."""
+    was_training = model.training
+    requires = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, r in zip(model.parameters(), requires, strict=True):
+            p.requires_grad_(r)
+        model.train(was_training)
+
+
+def attack_batch(
+    model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """Per-sample correctness (bool [B]) of ``model`` on one batch under ``nat`` or a PGD-family attack."""
+    if spec.kind == "pgd":
+        loss = ce_loss if spec.loss == "ce" else partial(cw_margin_loss, confidence=spec.confidence)
+        delta = indexed_uniform_start(x, spec.eps, seed, indices)
+        x = pgd(model, x, lambda logits: loss(logits, y), eps=spec.eps, step_size=spec.step_size,
+                steps=spec.steps, delta=delta)  # fmt: skip
+    elif spec.kind != "nat":
+        raise ValueError(f"attack_batch runs nat and PGD attacks, not {spec.kind}")
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+def _run_batched(model, spec, images: ImageSet, *, batch_size, device, seed, bar) -> torch.Tensor:
+    out = []
+    for start in range(0, len(images), batch_size):
+        sl = slice(start, start + batch_size)
+        x, y = images.images[sl].to(device), images.labels[sl].to(device)
+        out.append(attack_batch(model, spec, x, y, images.indices[sl], seed).cpu())
+        bar.update(1)
+        bar.set_postfix_str(f"acc {100 * torch.cat(out).float().mean():.1f}%")
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+class _AutoAttackBar:
+    """Progress of AutoAttack's sub-attacks on a bar with one step per sub-attack."""
+
+    def __init__(self, bar):
+        self.bar, self.done = bar, 0
+
+    def __call__(self, sub: str, batch: int, n_batches: int) -> None:
+        pos = STANDARD_ATTACKS.index(sub) if sub in STANDARD_ATTACKS else self.done
+        self.bar.set_postfix_str(f"{sub} batch {batch}/{n_batches}")
+        if batch == n_batches and pos + 1 > self.done:
+            self.bar.update(pos + 1 - self.done)
+            self.done = pos + 1
+
+
+def evaluate(
+    model: nn.Module | Any,
+    dataset: str | ImageSet,
+    attacks: str | Sequence[str] = DEFAULT_ATTACKS,
+    *,
+    n_examples: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    aa_batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    eps: float | str = DEFAULT_EPS,
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    notify: Callable[[str], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``dataset`` under ``attacks`` (``"nat,pgd20,cw20,aa"`` or a list).
+
+    ``model``: an ``nn.Module`` returning logits for [0, 1] NCHW inputs, a ``LoadedModel``, or a spec for
+    ``load_model`` (registered name, ``hf-hub:...``, run directory, ``.safetensors``); it is moved to
+    ``device`` and evaluated in eval mode (its training flag and ``requires_grad`` are restored after).
+    ``dataset``: a name (``cifar10``, ``cifar100``, ``svhn``; see :func:`cure_zoo.data.load_testset` for
+    ``data_dir`` and the bundled fallback, announced through ``notify``) or an ``ImageSet``.
+    ``n_examples``: the first N images in official order. ``eps`` (float or ``"8/255"``) applies to every
+    attack without its own ``@eps``. ``aa_batch_size`` defaults to ``batch_size``.
+    """
+    start_time = time.perf_counter()
+    eps = parse_eps(eps)
+    specs = parse_attacks(attacks, eps)
+    if batch_size <= 0 or (aa_batch_size is not None and aa_batch_size <= 0):
+        raise CureZooError(f"batch size must be positive, got {batch_size if batch_size <= 0 else aa_batch_size}")
+    aa_batch_size = aa_batch_size or batch_size
+    net, model_info = _describe_model(model)
+    images = _resolve_images(dataset, n_examples, data_dir, notify)
+    num_classes = get_dataset_info(images.dataset).num_classes
+    dev = resolve_device(device)
+    rank, world_size = world()
+    start, stop = shard_bounds(len(images), rank, world_size)
+    shard = ImageSet(
+        images.images[start:stop], images.labels[start:stop], images.indices[start:stop],
+        images.dataset, images.split, images.source,
+    )  # fmt: skip
+    net.to(dev)
+    show = progress and rank == 0
+    masks: dict[str, torch.Tensor] = {}
+    times: dict[str, float] = {}
+    flags: list[str] = []
+    with _attack_mode(net):
+        check_logits(net, images.images[:batch_size].to(dev), num_classes)  # same images on every rank
+        for spec in specs:
+            t0 = time.perf_counter()
+            if spec.kind == "autoattack":
+                with tqdm(total=len(STANDARD_ATTACKS), desc=spec.name, unit="attack", disable=not show) as bar:
+                    outcome = run_autoattack(
+                        net, shard.images, shard.labels, eps=spec.eps, seed=seed, batch_size=aa_batch_size,
+                        device=dev, on_progress=_AutoAttackBar(bar),
+                    )  # fmt: skip
+                    bar.update(bar.total - bar.n)
+                masks[spec.name] = outcome.robust
+                flags += outcome.flags
+            else:
+                n_batches = -(-len(shard) // batch_size)
+                with tqdm(total=n_batches, desc=spec.name, unit="batch", disable=not show) as bar:
+                    masks[spec.name] = _run_batched(
+                        net, spec, shard, batch_size=batch_size, device=dev, seed=seed, bar=bar
+                    )
+            times[spec.name] = time.perf_counter() - t0
+
+    masks = gather_masks(masks)
+    per_rank = gather({"flags": flags, "times": times})
+    flags = list(dict.fromkeys(f for part in per_rank for f in part["flags"]))
+    times = {k: max(part["times"][k] for part in per_rank) for k in times}  # wall time = slowest rank
+
+    results: dict[str, Any] = {}
+    for spec in specs:
+        results[spec.name] = dict(accuracy_summary(masks[spec.name]), time_s=round(times[spec.name], 3))
+    main = [s.name for s in specs if s.kind == "nat" or s.eps == eps]
+    if len(specs) > 1 or specs[0].kind != "nat":
+        masks["worst"] = worst_case(masks[name] for name in main)
+        results["worst"] = dict(accuracy_summary(masks["worst"]), over=main)
+    if "nat" in results:
+        nat = results["nat"]["accuracy"]
+        if "cw20" in results:
+            results["nrr_cw"] = nrr(nat, results["cw20"]["accuracy"])
+        if "aa" in results:
+            results["nrr_aa"] = nrr(nat, results["aa"]["accuracy"])
+            results["sum_aa"] = nat + results["aa"]["accuracy"]
+
+    param = next(net.parameters(), None)
+    protocol = {
+        "eps": eps,
+        "norm": "Linf",
+        "input_range": [0.0, 1.0],
+        "model_mode": "eval",
+        "attacks": {s.name: s.describe(seed) for s in specs},
+        "seed": seed,
+        "batch_size": batch_size,
+        "aa_batch_size": aa_batch_size if any(s.kind == "autoattack" for s in specs) else None,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        "world_size": world_size,
+        "shards": "contiguous slices, one per rank" if world_size > 1 else None,
+        "dtype": str(param.dtype).replace("torch.", "") if param is not None else "float32",
+        "versions": library_versions(),
+    }
+    dataset_info = {
+        "name": images.dataset,
+        "split": images.split,
+        "source": images.source,
+        "n_examples": len(images),
+        "indices": images.indices.tolist(),
+    }
+    return EvalResult(
+        model=model_info,
+        dataset=dataset_info,
+        protocol=protocol,
+        results=results,
+        masks=masks,
+        time_s=round(time.perf_counter() - start_time, 3),
+        flags=flags,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )

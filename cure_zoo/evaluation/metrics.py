@@ -1,0 +1,57 @@
+"""The zoo's metrics: accuracy with a Wilson 95% interval, the per-sample worst case, NRR and SUM.
+
+Accuracies are in percent. NRR (the paper's App. F.2, Eq. 9) is the harmonic mean of natural and robust
+accuracy, ``2 * Nat * Rob / (Nat + Rob)``; the paper's Tables 1, 2 and 4 use Rob = CW-inf, Tables 7 and 8
+use Rob = AutoAttack, and Table 8's SUM is ``Nat + AA``. This module is the one place they are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``correct / n``, in percent.
+
+    Unlike the normal approximation it stays inside [0, 100] and is sensible at 0% and 100% (e.g. a
+    natural model's 0/200 robust accuracy has the interval [0, 1.88]%)."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct={correct} must lie in [0, n={n}]")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)  # exact ends: no 1e-16 from rounding
+    hi = 1.0 if correct == n else min(1.0, centre + half)
+    return lo * 100, hi * 100
+
+
+def accuracy_summary(mask: torch.Tensor) -> dict[str, float | int | list[float]]:
+    """``{"accuracy", "correct", "n", "ci95"}`` of a per-sample correctness mask."""
+    n = int(mask.numel())
+    correct = int(mask.sum())
+    lo, hi = wilson_interval(correct, n)
+    return {"accuracy": 100.0 * correct / n, "correct": correct, "n": n, "ci95": [lo, hi]}
+
+
+def nrr(natural: float, robust: float) -> float:
+    """Natural-Robustness Ratio: the harmonic mean ``2*N*R/(N+R)`` of two accuracies (0 if both are 0)."""
+    return 0.0 if natural + robust == 0 else 2.0 * natural * robust / (natural + robust)
+
+
+def worst_case(masks: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Per-sample worst case: a sample counts as correct only if it is correct under every mask."""
+    masks = list(masks)
+    if not masks:
+        raise ValueError("worst_case needs at least one mask")
+    out = masks[0].clone()
+    for m in masks[1:]:
+        out &= m
+    return out
