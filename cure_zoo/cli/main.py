@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommands, in the order ``--help`` shows them.
-COMMANDS = ["list"]
+COMMANDS = ["list", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

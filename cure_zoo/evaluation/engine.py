@@ -83,7 +83,7 @@ def _describe_model(model: Any) -> tuple[nn.Module, dict[str, Any]]:
     raise TypeError(f"model must be an nn.Module, a LoadedModel or a model spec string, not {type(model).__name__}")
 
 
-def _resolve_images(dataset: str | ImageSet, n_examples: int | None, data_dir, notify) -> ImageSet:
+def _resolve_images(dataset: str | ImageSet, n_examples: int | None, data_dir, download, notify) -> ImageSet:
     from ..data.testsets import _print_notice, load_testset
 
     if isinstance(dataset, ImageSet):
@@ -91,7 +91,11 @@ def _resolve_images(dataset: str | ImageSet, n_examples: int | None, data_dir, n
             raise CureZooError(f"n_examples must be positive, got {n_examples}")
         return dataset if n_examples is None else dataset.take(n_examples)
     return load_testset(
-        str(dataset), data_dir=data_dir, n=n_examples, notify=_print_notice if notify is None else notify
+        str(dataset),
+        data_dir=data_dir,
+        n=n_examples,
+        download=download,
+        notify=_print_notice if notify is None else notify,
     )
 
 
@@ -181,6 +185,7 @@ def evaluate(
     seed: int = 0,
     eps: float | str = DEFAULT_EPS,
     data_dir: str | os.PathLike | None = None,
+    download: bool | str = "auto",
     progress: bool = True,
     notify: Callable[[str], None] | None = None,
 ) -> EvalResult:
@@ -190,7 +195,8 @@ def evaluate(
     ``load_model`` (registered name, ``hf-hub:...``, run directory, ``.safetensors``); it is moved to
     ``device`` and evaluated in eval mode (its training flag and ``requires_grad`` are restored after).
     ``dataset``: a name (``cifar10``, ``cifar100``, ``svhn``; see :func:`cure_zoo.data.load_testset` for
-    ``data_dir`` and the bundled fallback, announced through ``notify``) or an ``ImageSet``.
+    ``data_dir``, ``download`` and the bundled fallback, announced through ``notify``, default: stderr) or an
+    ``ImageSet``.
     ``n_examples``: the first N images in official order. ``eps`` (float or ``"8/255"``) applies to every
     attack without its own ``@eps``. ``aa_batch_size`` defaults to ``batch_size``.
     """
@@ -200,8 +206,8 @@ def evaluate(
     if batch_size <= 0 or (aa_batch_size is not None and aa_batch_size <= 0):
         raise CureZooError(f"batch size must be positive, got {batch_size if batch_size <= 0 else aa_batch_size}")
     aa_batch_size = aa_batch_size or batch_size
+    images = _resolve_images(dataset, n_examples, data_dir, download, notify)  # before the model: fail fast on bad data
     net, model_info = _describe_model(model)
-    images = _resolve_images(dataset, n_examples, data_dir, notify)
     num_classes = get_dataset_info(images.dataset).num_classes
     dev = resolve_device(device)
     rank, world_size = world()
