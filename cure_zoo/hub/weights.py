@@ -3,7 +3,8 @@
 ``resolve_weights_file`` turns a model's pretrained cfg into a local ``.safetensors`` (or authors' ``.pt``)
 file, or raises one clear :class:`PretrainedWeightsError`:
 
-* ``file`` set (``pretrained_cfg_overlay=dict(file=...)``): that file, which must exist.
+* ``file`` set (``pretrained_cfg_overlay=dict(file=...)``): that file, which must exist; a folder (timm's
+  ``local-dir:/path``): its ``model.safetensors``, checked against its ``config.json`` like a download.
 * ``hf_hub_id`` (a registered zoo name or ``hf-hub:ORG/NAME``): ``config.json`` and ``model.safetensors``
   from the Hub (``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and the HF cache respected); the weights' sha256 must equal
   the ``weights_sha256`` published in ``config.json``'s ``cure_zoo`` block.
@@ -50,6 +51,8 @@ def resolve_weights_file(cfg: PretrainedCfg, name: str, entry: ZooEntry | None =
     """A local weights file for ``cfg``; ``None`` when timm should use ``cfg.state_dict`` as given."""
     if cfg.state_dict is not None:
         return None
+    if cfg.file and os.path.isdir(cfg.file):  # timm's ``local-dir:/path`` (a Hub snapshot or run directory)
+        return str(local_dir_weights(Path(cfg.file), name))
     if cfg.file:
         if not os.path.isfile(cfg.file):
             raise PretrainedWeightsError(
@@ -118,26 +121,54 @@ def _hub_reason(err: Exception) -> str:
     return f"HTTP {status}: {text}" if status else text
 
 
-def download_verified(hf_hub_id: str, name: str) -> Path:
-    """Download ``model.safetensors`` (and ``config.json``) and check the published sha256."""
+def download_file(hf_hub_id: str, filename: str, name: str) -> Path:
+    """One file of a Hub repo (``ORG/NAME[@revision]``) through the HF cache; one clear error on failure."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo_id, revision = _split_revision(hf_hub_id)
-    hub_errors = (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError)
     try:
-        weights = Path(hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision))
-    except hub_errors as err:
-        raise _unavailable(name, repo_id, _hub_reason(err)) from None
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+        if filename == WEIGHTS_FILE:
+            raise _unavailable(name, repo_id, _hub_reason(err)) from None
+        raise PretrainedWeightsError(
+            f"{filename} of {name} could not be fetched from Hugging Face Hub repo {repo_id!r} ({_hub_reason(err)})"
+        ) from None
+
+
+def hub_config(hf_hub_id: str, name: str) -> dict:
+    """The repo's ``config.json`` (from the HF cache when there), or ``{}`` when it has none or it is invalid."""
     try:
-        config = json.loads(Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision)).read_text())
-    except hub_errors + (json.JSONDecodeError,):
-        config = {}
-    expected = (config.get(CONFIG_BLOCK) or {}).get("weights_sha256")
+        return json.loads(download_file(hf_hub_id, CONFIG_FILE, name).read_text())
+    except (PretrainedWeightsError, json.JSONDecodeError):
+        return {}
+
+
+def download_verified(hf_hub_id: str, name: str) -> Path:
+    """Download ``model.safetensors`` (and ``config.json``) and check the published sha256."""
+    repo_id, _ = _split_revision(hf_hub_id)
+    weights = download_file(hf_hub_id, WEIGHTS_FILE, name)
+    expected = (hub_config(hf_hub_id, name).get(CONFIG_BLOCK) or {}).get("weights_sha256")
     if expected:
         verify_sha256(weights, expected, f"{repo_id}/{WEIGHTS_FILE}")
     else:
         _logger.warning("%s: config.json publishes no weights_sha256; weights not verified", repo_id)
+    return weights
+
+
+def local_dir_weights(directory: Path, name: str) -> Path:
+    """``model.safetensors`` of a local model folder, checked against its ``config.json`` like a download."""
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise PretrainedWeightsError(f"{directory} has no {WEIGHTS_FILE} for {name}; is it a model folder?")
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        config = {}
+    expected = (config.get(CONFIG_BLOCK) or {}).get("weights_sha256")
+    if expected:
+        verify_sha256(weights, expected, str(weights))
     return weights
 
 

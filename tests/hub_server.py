@@ -1,0 +1,167 @@
+"""A real Hugging Face Hub-compatible server on 127.0.0.1 for tests: olah (PyPI, MIT) serving plain git
+repositories from a mirrors folder with the Hub's download API.
+
+olah is read-only (every write call fails), so a repository is published the way a Hub repo is stored: as
+a git commit of the files in ``<mirrors>/models/<org>/<name>``. Its upstream (``hf-netloc``) is a closed
+loopback port, because olah forwards ``/api/whoami-v2`` upstream even in offline mode: nothing can leave the
+machine.
+
+huggingface_hub reads ``HF_ENDPOINT``/``HF_HUB_OFFLINE``/``HF_HOME`` once at import, and tests/conftest.py
+sets them to offline and a closed port for the test process. Steps that talk to this server therefore run in
+subprocesses with :meth:`OlahServer.client_env`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CLOSED_PORT = "127.0.0.1:9"  # nothing listens on the discard port: olah's upstream goes nowhere
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="cure-zoo tests",
+        GIT_AUTHOR_EMAIL="tests@localhost",
+        GIT_COMMITTER_NAME="cure-zoo tests",
+        GIT_COMMITTER_EMAIL="tests@localhost",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    out = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+class OlahServer:
+    """olah started on a free loopback port, serving ``root/mirrors``; stop() ends only the process it started."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.mirrors = self.root / "mirrors"
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> OlahServer:
+        if shutil.which("olah-cli") is None or shutil.which("git") is None:
+            raise RuntimeError("olah-cli and git are needed: pip install -e '.[dev]' installs olah")
+        self.mirrors.mkdir(parents=True, exist_ok=True)
+        config = self.root / "olah.toml"
+        config.write_text(
+            "[basic]\n"
+            'host = "127.0.0.1"\n'
+            f"port = {self.port}\n"
+            f'repos-path = "{self.root / "repos"}"\n'
+            'hf-scheme = "http"\n'
+            f'hf-netloc = "{CLOSED_PORT}"\n'
+            f'hf-lfs-netloc = "{CLOSED_PORT}"\n'
+            'mirror-scheme = "http"\n'
+            f'mirror-netloc = "127.0.0.1:{self.port}"\n'
+            f'mirror-lfs-netloc = "127.0.0.1:{self.port}"\n'
+            f'mirrors-path = ["{self.mirrors}"]\n'
+            "\n[accessibility]\noffline = true\n"
+        )
+        # The readiness probe needs one repo; it also proves the mirror is served.
+        self.publish("probe", "ready", {"README.md": b"probe\n"})
+        log = open(self.root / "olah.log", "wb")  # noqa: SIM115 (closed in stop)
+        self._log = log
+        env = dict(os.environ, OLAH_LOG_PATH=str(self.root / "logs"))
+        self._proc = subprocess.Popen(
+            [shutil.which("olah-cli"), "-c", str(config)], cwd=self.root, env=env, stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + timeout
+        url = f"{self.endpoint}/api/models/probe/ready/revision/main"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"olah exited with {self._proc.returncode}: {self.log_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"olah did not answer within {timeout}s: {self.log_text()[-2000:]}")
+
+    def log_text(self) -> str:
+        path = self.root / "olah.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def repo_dir(self, org: str, name: str) -> Path:
+        return self.mirrors / "models" / org / name
+
+    def publish(self, org: str, name: str, files: dict[str, bytes | Path], message: str = "publish") -> str:
+        """Commit ``files`` (path in repo -> bytes or a local file) to ``org/name`` on branch main, replacing
+        what was there; returns the commit sha. Served at once, no restart."""
+        repo = self.repo_dir(org, name)
+        if not (repo / ".git").is_dir():
+            repo.mkdir(parents=True, exist_ok=True)
+            _git(repo, "init", "-q", "-b", "main")
+        for old in _git(repo, "ls-files").splitlines():
+            (repo / old).unlink()
+        for path_in_repo, content in files.items():
+            target = repo / path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                shutil.copyfile(content, target)
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "--allow-empty", "-m", message)
+        return _git(repo, "rev-parse", "HEAD")
+
+    def client_env(self, hf_home: Path, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess that uses this server as the Hub (online, own cache)."""
+        env = dict(os.environ)
+        env.pop("HF_TOKEN", None)
+        env.update(
+            HF_ENDPOINT=self.endpoint,
+            HF_HUB_OFFLINE="0",
+            HF_HOME=str(hf_home),
+            HF_HUB_CACHE=str(Path(hf_home) / "hub"),
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_UPDATE_CHECK="1",
+            HF_HUB_DISABLE_XET="1",
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]),
+        )
+        env.update(extra)
+        return env
+
+
+def run_python(code: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` (with ``sys.argv[1:] = args``) in a fresh interpreter, so huggingface_hub reads ``env``."""
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``cure-zoo ARGS`` in a fresh interpreter with ``env``."""
+    code = "import sys; from cure_zoo.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout)
