@@ -1,0 +1,27 @@
+"""The training methods, one module each: ST, AT (with the layer-wise study), TRADES, CURE and CURE-Eff."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..recipe import Recipe
+from .at import AdversarialTraining
+from .base import Batch, Method, StepContext
+from .cure import Cure, CureEff
+from .st import NaturalTraining
+from .trades import Trades
+
+METHOD_CLASSES: dict[str, type[Method]] = {
+    "st": NaturalTraining,
+    "at": AdversarialTraining,
+    "trades": Trades,
+    "cure": Cure,
+    "cure_eff": CureEff,
+}
+
+
+def build_method(recipe: Recipe, model: nn.Module, forward: nn.Module | None = None) -> Method:
+    return METHOD_CLASSES[recipe.method](recipe, model, forward)
+
+
+__all__ = ["METHOD_CLASSES", "Batch", "Method", "StepContext", "build_method"]

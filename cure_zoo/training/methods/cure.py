@@ -1,0 +1,129 @@
+"""CURE (Conserve-Update-Revise; Gowda et al., ICLR 2024) and CURE-Eff (its App. B variant).
+
+One step (spec section 2, defaults D1-D10):
+
+1. x_adv from the TRADES KL attack (eval-mode BatchNorm, start x + 0.001 N(0, I));
+2. two separate train-mode forwards of f_theta (clean, then adversarial) and two no-grad train-mode forwards
+   of the revision model f_rho;
+3. L_adv = CE_nat + beta KL(p_nat || p_adv);  L_CR = KL(p_rho(x) || p(x)) + KL(p_rho(x_adv) || p(x_adv));
+   L = L_adv + gamma L_CR;
+4. three backward passes over the one graph: g_nat = dCE_nat, g_adv = dCE_adv (``rgp_soft``: dKL) for the
+   masked tensors, and dL into ``.grad``;
+5. per masked tensor, zero the entries of dL whose RGP score is below the p-th percentile (:mod:`..rgp`);
+6. (trainer) SGD step; then the revision update (:mod:`..revision`).
+
+CURE-Eff trains naturally for ``cure.natural_warmup_epochs`` epochs and then runs the CURE step with the
+same optimizer and schedule; the revision model is created at the switch as a real copy of the weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...attacks.losses import ce_loss, kl_logits_loss
+from ..data import derive_seed
+from ..revision import RevisionModel
+from ..rgp import apply_rgp_masks_, masked_parameter_names
+from .base import Batch, Method, StepContext, trades_terms
+from .st import NaturalTraining
+
+
+class Cure(Method):
+    name = "cure"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cfg = self.recipe.cure
+        self.revision: RevisionModel | None = None
+        self._masked: list[torch.nn.Parameter] = []
+
+    def prepare(self) -> None:
+        names = set(masked_parameter_names(self.model, self.cfg.masking))
+        self._masked = [p for n, p in self.model.named_parameters() if n in names]
+
+    def start_revision(self) -> None:
+        self.revision = RevisionModel(self.model, self.cfg, seed=derive_seed(self.recipe.run.seed, "revision"))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.revision is None:
+            self.start_revision()
+
+    def step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        assert self.revision is not None, "on_epoch_start creates the revision model"
+        cfg, x, y = self.cfg, batch.x, batch.y
+        x_adv = self.adversarial(batch, ctx, self.recipe.attack, alpha=cfg.alpha)
+        with ctx.autocast():
+            z_nat = self.forward(x).float()
+            z_adv = self.forward(x_adv).float()
+            r_nat = self.revision(x).float()
+            r_adv = self.revision(x_adv).float()
+        ce_nat, kl = trades_terms(z_nat, z_adv, y)
+        l_adv = ce_nat + cfg.beta * kl
+        l_cr = kl_logits_loss(z_nat, r_nat).mean() + kl_logits_loss(z_adv, r_adv).mean()
+        loss = l_adv + cfg.gamma * l_cr
+        ce_adv = ce_loss(z_adv, y).mean()
+        stats = {
+            "loss": loss.detach(),
+            "ce_nat": ce_nat.detach(),
+            "kl": kl.detach(),
+            "l_cr": l_cr.detach(),
+            "ce_adv": ce_adv.detach(),
+            "adv_acc": (z_adv.argmax(1) == y).float().mean(),
+        }
+        if not self._masked:
+            self.backward_and_reduce(loss * batch.share, ctx)
+            return stats
+        signed = cfg.masking == "rgp_soft"
+        other = kl if signed else ce_adv  # official rgp_soft scores with the gradient of the (unscaled) KL
+        s = batch.share
+        g_nat = torch.autograd.grad(ce_nat * s, self._masked, retain_graph=True, materialize_grads=True)
+        g_other = torch.autograd.grad(other * s, self._masked, retain_graph=True, materialize_grads=True)
+        (loss * s).backward()
+        grads = [p.grad for p in self.trainable() if p.grad is not None]
+        g_nat, g_other = list(g_nat), list(g_other)
+        ctx.reduce_(grads + g_nat + g_other)
+        zeroed = apply_rgp_masks_(
+            [p.grad for p in self._masked], g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=signed
+        )
+        stats["masked_frac"] = zeroed.float() / sum(p.numel() for p in self._masked)
+        return stats
+
+    def after_step(self, epoch: int) -> dict[str, float]:
+        assert self.revision is not None
+        revised = self.revision.step(self.model, epoch)
+        return {"revised": float(revised), "revision_rate": self.revision.rate}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"revision": None if self.revision is None else self.revision.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("revision") is not None:
+            self.start_revision()
+            self.revision.load_state_dict(state["revision"])
+
+
+class CureEff(Cure):
+    """Natural warm-up, then CURE, within one epoch budget (App. B; spec D16)."""
+
+    name = "cure_eff"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.natural = NaturalTraining(self.recipe, self.model, self.forward)
+
+    def in_warmup(self, epoch: int) -> bool:
+        return epoch <= self.cfg.natural_warmup_epochs
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if not self.in_warmup(epoch) and self.revision is None:
+            self.start_revision()  # the switch: a real copy of theta, never shared storage
+
+    def step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        if self.in_warmup(ctx.epoch):
+            return self.natural.step(batch, ctx)
+        return super().step(batch, ctx)
+
+    def after_step(self, epoch: int) -> dict[str, float]:
+        return {} if self.in_warmup(epoch) else super().after_step(epoch)

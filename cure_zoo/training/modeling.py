@@ -1,0 +1,44 @@
+"""Building the model a recipe trains and loading the weights it starts from."""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn as nn
+
+from ..data import get_dataset_info
+from ..errors import CureZooError
+from .recipe import Recipe
+
+
+def model_kwargs(recipe: Recipe) -> dict:
+    return dict(recipe.model.args, num_classes=get_dataset_info(recipe.data.dataset).num_classes)
+
+
+def build_model(recipe: Recipe, seed: int | None = None) -> nn.Module:
+    """A freshly initialised model of the recipe's architecture (seeded, without touching the global RNG)."""
+    import cure_zoo  # noqa: F401  (registers the architectures with timm)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.run.seed if seed is None else seed)
+        return timm.create_model(recipe.model.architecture, pretrained=False, **model_kwargs(recipe))
+
+
+def load_init_weights(model: nn.Module, spec: str) -> str:
+    """Load the starting weights ``spec`` (a zoo name such as ``st_resnet18_cifar10``, a run directory or a
+    ``.safetensors`` file) into ``model``, parameters and BatchNorm buffers; returns their sha256."""
+    from ..models.loader import load_model
+
+    loaded = load_model(spec)
+    source = loaded.model.state_dict()
+    target = model.state_dict()
+    mismatched = [k for k in target if k in source and source[k].shape != target[k].shape]
+    missing = [k for k in target if k not in source]
+    if mismatched or missing:
+        what = f"shape mismatch in {mismatched[:3]}" if mismatched else f"missing {missing[:3]}"
+        raise CureZooError(
+            f"model.init={spec!r} does not fit {type(model).__name__} ({what}); start from a model of the same "
+            f"architecture, width and number of classes"
+        )
+    model.load_state_dict({k: source[k] for k in target}, strict=True)
+    return loaded.weights_sha256 or "unknown"

@@ -1,0 +1,108 @@
+"""What a training run leaves in its directory (the contract the loader, ``cure-zoo card`` and ``push`` read).
+
+* ``model.safetensors``: the training model theta at the last epoch (the paper's reported model);
+* ``config.json``: timm's Hub config (written by timm's own ``save_config_for_hf``, so
+  ``timm.create_model('hf-hub:...')`` and ``cure_zoo.models.loader.load_model(run_dir)`` can rebuild the
+  model) plus the ``cure_zoo`` block: model name, method, dataset, weights sha256, the fully resolved recipe
+  and preset, data, starting weights, training summary, code revision and library versions;
+* ``train_hparams.yaml``: the resolved recipe;
+* ``metrics.jsonl``: one JSON object per epoch (rewritten atomically each epoch);
+* ``model_best.safetensors``: the weights of the epoch with the best PGD-20 accuracy (robust overfitting).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..hub.weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE
+from ..io import atomic_write, save_weights, sha256_file, write_text_atomic
+from .recipe import Recipe, recipe_to_yaml
+
+HPARAMS_FILE = "train_hparams.yaml"
+METRICS_FILE = "metrics.jsonl"
+BEST_WEIGHTS_FILE = "model_best.safetensors"
+_PACKAGES = ("torch", "torchvision", "timm", "safetensors", "numpy", "cure-zoo")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name.replace("-", "_")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name.replace("-", "_")] = "not installed"
+    return out
+
+
+def code_revision() -> str:
+    """The git commit of the cure_zoo checkout (``+dirty`` with uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}+dirty" if dirty else sha or "unknown"
+
+
+def write_hparams(output_dir: Path, recipe: Recipe) -> None:
+    write_text_atomic(output_dir / HPARAMS_FILE, recipe_to_yaml(recipe))
+
+
+def write_metrics(output_dir: Path, records: list[dict[str, Any]]) -> None:
+    write_text_atomic(output_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
+    path = output_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def weights_metadata(recipe: Recipe) -> dict[str, str]:
+    return {"format": "pt", "method": recipe.method, "recipe": recipe.name, "dataset": recipe.data.dataset}
+
+
+def write_weights(path: Path, model: nn.Module, recipe: Recipe) -> str:
+    save_weights(model.state_dict(), path, metadata=weights_metadata(recipe))
+    return sha256_file(path)
+
+
+def write_config(output_dir: Path, model: nn.Module, recipe: Recipe, block: dict[str, Any]) -> Path:
+    """``config.json``: timm's export of ``model`` plus the ``cure_zoo`` block, written atomically."""
+    from timm.models._hub import save_config_for_hf
+
+    describe = f"{recipe.method.upper()} {recipe.model.architecture} trained on {recipe.data.dataset}"
+    pretrained_cfg = {"description": describe + f" with cure_zoo recipe {recipe.name}"}
+
+    def write(tmp: Path) -> None:
+        save_config_for_hf(
+            model, str(tmp), model_config={"pretrained_cfg": pretrained_cfg}, model_args=dict(recipe.model.args)
+        )
+        config = json.loads(tmp.read_text())
+        config["pretrained_cfg"].pop("tag", None)  # the architecture's first zoo tag, not this run's
+        config[CONFIG_BLOCK] = block
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+
+    return atomic_write(output_dir / CONFIG_FILE, write)
+
+
+def final_paths(output_dir: Path) -> tuple[Path, Path]:
+    return output_dir / WEIGHTS_FILE, output_dir / CONFIG_FILE

@@ -1,0 +1,443 @@
+"""The training loop: a plain epoch/step loop in the style of torchvision's reference scripts.
+
+``train(recipe, output_dir)`` builds the model (from ``model.init`` for CURE), the method, SGD and the
+step-wise LR schedule, then for every epoch: the method's steps (gradients averaged over processes, loss
+checked, optimizer step, revision update), the LR decay, the per-epoch check (natural + PGD-20 on a fixed
+held-out set, to ``metrics.jsonl`` and TensorBoard) and a checkpoint. A run directory that already holds a
+checkpoint is resumed. At the end it writes ``model.safetensors`` and ``config.json`` (:mod:`.outputs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CureZooError
+from . import distributed as du
+from .checkpoint import CHECKPOINT_FILE, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
+from .epoch_eval import evaluate_epoch
+from .methods import Batch, StepContext, build_method
+from .modeling import build_model, load_init_weights
+from .outputs import (
+    BEST_WEIGHTS_FILE,
+    code_revision,
+    final_paths,
+    library_versions,
+    read_metrics,
+    write_config,
+    write_hparams,
+    write_metrics,
+    write_weights,
+)
+from .recipe import Recipe, preset_departures
+
+_logger = logging.getLogger("cure_zoo.train")
+
+# Recipe keys that may change between a run and its resumption (they do not change what is computed).
+RESUMABLE_CHANGES = {
+    "name",
+    "description",
+    "run.progress",
+    "run.log_every",
+    "run.tensorboard",
+    "run.device",
+    "checkpoint.every_steps",
+    "checkpoint.save_best",
+    "eval.batch_size",
+}
+
+
+class TrainingDivergedError(CureZooError, RuntimeError):
+    """The loss became NaN or infinite; the run stopped before the optimizer step."""
+
+
+class RunInterrupted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written and the run can be resumed."""
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    epochs_done: int
+    global_step: int
+    resumed: bool
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "args":
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two resolved recipes, apart from the harmless ones."""
+    a, b = _flat(old), _flat(new)
+    return {
+        k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+    }
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, output_dir: str | Path, info: du.DistInfo, device: torch.device) -> None:
+        self.recipe, self.info, self.device = recipe, info, device
+        self.output_dir = Path(output_dir)
+        self.ckpt_path = self.output_dir / CHECKPOINT_FILE
+        self._stop_requested = False
+        self.tb = None
+
+    # -- setup ----------------------------------------------------------------------------------------------
+
+    def log(self, msg: str) -> None:
+        if self.info.is_main:
+            _logger.info(msg)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.recipe.run.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def setup(self) -> None:
+        r = self.recipe
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.memory_format = torch.channels_last if r.model.channels_last else torch.contiguous_format
+        self.model = build_model(r)
+        self.init_sha256 = load_init_weights(self.model, r.model.init) if r.model.init else None
+        self.model.to(self.device, memory_format=self.memory_format)
+        forward = torch.compile(self.model) if r.model.compile else self.model
+        self.method = build_method(r, self.model, forward)
+        self.method.prepare()
+        du.broadcast_module_(self.model)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        o = r.optim
+        self.optimizer = torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
+        # MultiStepLR is stepped after each epoch, so a 1-based milestone m decays the lr from epoch m on.
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=[m - 1 for m in o.milestones], gamma=o.gamma
+        )
+        self.train_set = load_train_set(r.data).to(self.device)
+        self.plan = BatchPlan(
+            len(self.train_set), o.batch_size, r.data.drop_last, r.run.seed, self.info.world_size, self.info.rank
+        )
+        self.eval_set = None
+        if r.eval.every > 0 and self.info.is_main:
+            es = load_eval_set(r.data, r.eval.examples)
+            self.eval_set = es
+            self.eval_images = es.images.to(self.device).contiguous(memory_format=self.memory_format)
+            self.eval_labels = es.labels.to(self.device)
+        # position and bookkeeping
+        self.epochs_done = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_count = 0
+        self.best: dict[str, Any] = {}
+        self.metrics: list[dict[str, Any]] = []
+        self.train_time = 0.0
+
+    def maybe_resume(self) -> bool:
+        if not self.ckpt_path.is_file():
+            return False
+        ckpt = load_checkpoint(self.ckpt_path)
+        changes = recipe_changes(ckpt["recipe"], self.recipe.to_dict())
+        if changes:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:5])
+            raise CureZooError(
+                f"{self.output_dir} holds a checkpoint of a different recipe ({listed}); resume with the same "
+                f"recipe and --set values, or train into another --output directory"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.method.load_state_dict(ckpt["method"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epochs_done, self.step_in_epoch = ckpt["epochs_done"], ckpt["step_in_epoch"]
+        self.global_step = ckpt["global_step"]
+        self.epoch_sums, self.epoch_count = ckpt["epoch_sums"], ckpt["epoch_count"]
+        self.best, self.train_time = ckpt["best"], ckpt["train_time"]
+        rng = ckpt["rng"]
+        if len(rng) == self.info.world_size:
+            restore_rng_state(rng[self.info.rank])
+        else:
+            self.log(f"resuming with {self.info.world_size} processes instead of {len(rng)}: RNG states not restored")
+        # metrics written after the checkpoint (an epoch that is about to be redone) are dropped
+        self.metrics = [m for m in read_metrics(self.output_dir) if m["epoch"] <= self.epochs_done]
+        self.log(
+            f"resumed {self.output_dir} at epoch {self.epochs_done + 1}, step {self.step_in_epoch} "
+            f"(global step {self.global_step})"
+        )
+        return True
+
+    def save(self) -> None:
+        """Checkpoint the current position (collective: every process contributes its RNG state)."""
+        rng = du.all_gather_object(capture_rng_state())
+        if self.info.is_main:
+            payload = {
+                "recipe": self.recipe.to_dict(),
+                "model": self.model.state_dict(),
+                "method": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "epochs_done": self.epochs_done,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+                "epoch_sums": self.epoch_sums,
+                "epoch_count": self.epoch_count,
+                "best": self.best,
+                "train_time": self.train_time,
+                "rng": rng,
+            }
+            save_checkpoint(self.ckpt_path, payload)
+        du.barrier()
+
+    # -- one step -------------------------------------------------------------------------------------------
+
+    def make_batch(self, epoch_idx: int, step: int) -> Batch:
+        seed = self.recipe.run.seed
+        idx = self.plan.global_batch(epoch_idx, step).to(self.device)
+        x = self.train_set.images[idx].float().div_(255)
+        if self.recipe.data.augment:
+            x = crop_flip(x, generator(self.device, seed, "augment", epoch_idx, step))
+        local = self.plan.local_slice(len(idx))
+        x_local = x[local].contiguous(memory_format=self.memory_format)
+        shape = x.shape
+
+        def noise(kind: str) -> torch.Tensor:
+            g = generator(self.device, seed, "noise", kind, epoch_idx, step)
+            draw = torch.randn if kind == "normal" else torch.rand
+            return draw(shape, generator=g, device=self.device)[local].contiguous(memory_format=self.memory_format)
+
+        return Batch(x_local, self.train_set.labels[idx][local], len(x_local) / len(idx), noise)
+
+    def train_step(self, epoch: int, epoch_idx: int, step: int, ctx: StepContext) -> dict[str, float]:
+        batch = self.make_batch(epoch_idx, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self.method.step(batch, ctx)
+        names = list(stats)
+        # one small all-reduce per step: the global-batch means of the losses, and whether to stop
+        vec = torch.stack(
+            [stats[k].float() * batch.share for k in names]
+            + [torch.tensor(float(self._stop_requested), device=self.device)]
+        )
+        du.all_reduce_sum_([vec])
+        values = vec.tolist()
+        out = dict(zip(names, values[:-1], strict=True))
+        if not math.isfinite(out["loss"]):
+            raise TrainingDivergedError(
+                f"the training loss became {out['loss']} at epoch {epoch}, step {step + 1} (global step "
+                f"{self.global_step + 1}); stopped before the optimizer step. The last good checkpoint is "
+                f"{self.ckpt_path if self.ckpt_path.is_file() else '(none written yet)'}; lower optim.lr or check "
+                f"the data and model.init"
+            )
+        self.optimizer.step()
+        if self.info.enabled:
+            du.broadcast_module_(self.model, params=False)
+            revision = getattr(self.method, "revision", None)
+            if revision is not None:
+                du.broadcast_module_(revision.module, params=False)
+        out.update(self.method.after_step(epoch))
+        out["_stop"] = values[-1] > 0
+        return out
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        r = self.recipe
+        self.setup()
+        resumed = self.maybe_resume()
+        if self.info.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_hparams(self.output_dir, r)
+            self.tb = _tensorboard(self.output_dir) if r.run.tensorboard else None
+        self.log(
+            f"{r.method} {r.model.architecture} on {r.data.dataset}: {len(self.train_set)} training images "
+            f"({self.train_set.source}), {self.plan.steps_per_epoch} steps/epoch, {self.info.world_size} process(es) "
+            f"on {self.device}"
+        )
+        previous = signal.getsignal(signal.SIGTERM)
+        with contextlib.suppress(ValueError):  # not the main thread: no handler
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            for epoch_idx in range(self.epochs_done, r.optim.epochs):
+                self.run_epoch(epoch_idx)
+            self.finish()
+        finally:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, previous)
+            if self.tb is not None:
+                self.tb.close()
+        return RunResult(self.output_dir, self.epochs_done, self.global_step, resumed, self.metrics)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def run_epoch(self, epoch_idx: int) -> None:
+        r, epoch = self.recipe, epoch_idx + 1
+        self.method.on_epoch_start(epoch)
+        self.model.train()
+        ctx = StepContext(epoch=epoch, autocast=self.autocast, reduce_=du.all_reduce_sum_)
+        steps = self.plan.steps_per_epoch
+        bar = _progress(
+            steps, self.step_in_epoch, f"epoch {epoch}/{r.optim.epochs}", self.info.is_main and r.run.progress
+        )
+        t0 = time.perf_counter()
+        for step in range(self.step_in_epoch, steps):
+            out = self.train_step(epoch, epoch_idx, step, ctx)
+            self.global_step += 1
+            self.step_in_epoch = step + 1
+            stop = out.pop("_stop")
+            for k, v in out.items():
+                self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+            self.epoch_count += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{out['loss']:.4f}", refresh=False)
+            if self.tb is not None and self.global_step % r.run.log_every == 0:
+                for k, v in out.items():
+                    self.tb.add_scalar(f"train/{k}", v, self.global_step)
+            if stop:
+                self.train_time += time.perf_counter() - t0
+                self.save()
+                raise RunInterrupted(
+                    f"SIGTERM: checkpoint written at epoch {epoch}, step {step + 1}; run the same command to resume"
+                )
+            every = r.checkpoint.every_steps
+            if every and self.global_step % every == 0 and step + 1 < steps:
+                self.train_time += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save()
+        if bar is not None:
+            bar.close()
+        self.train_time += time.perf_counter() - t0
+        self.scheduler.step()
+        record = self.end_of_epoch(epoch)
+        self.epochs_done, self.step_in_epoch = epoch, 0
+        self.epoch_sums, self.epoch_count = {}, 0
+        if self.info.is_main:
+            self.metrics.append(record)
+            write_metrics(self.output_dir, self.metrics)
+        self.save()
+
+    def end_of_epoch(self, epoch: int) -> dict[str, Any]:
+        r = self.recipe
+        train = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "lr": _lr_of_epoch(r, epoch),
+            "train": train,
+            "train_time_s": round(self.train_time, 2),
+        }
+        due = r.eval.every > 0 and (epoch % r.eval.every == 0 or epoch == r.optim.epochs)
+        if due and self.info.is_main:
+            forward = self.method.forward
+            ev = evaluate_epoch(self.model, self.eval_images, self.eval_labels, r.eval, self.autocast, forward)
+            record["eval"] = ev
+            key = f"pgd{r.eval.pgd_steps}_acc" if r.eval.pgd_steps > 0 else "nat_acc"
+            if not self.best or ev[key] > self.best["value"]:
+                self.best = {"epoch": epoch, "metric": key, "value": ev[key], "nat_acc": ev["nat_acc"]}
+                if r.checkpoint.save_best:
+                    write_weights(self.output_dir / BEST_WEIGHTS_FILE, self.model, r)
+            record["best"] = dict(self.best)
+            if self.tb is not None:
+                for k, v in ev.items():
+                    self.tb.add_scalar(f"eval/{k}", v, epoch)
+        if self.info.is_main:
+            ev = record.get("eval", {})
+            shown = " ".join(f"{k} {v:.2f}%" for k, v in ev.items() if k.endswith("_acc"))
+            self.log(f"epoch {epoch}/{r.optim.epochs} loss {train.get('loss', float('nan')):.4f} {shown}".rstrip())
+        du.barrier()
+        return record
+
+    def finish(self) -> None:
+        if not self.info.is_main:
+            du.barrier()
+            return
+        r = self.recipe
+        weights, _ = final_paths(self.output_dir)
+        sha = write_weights(weights, self.model, r)
+        last = next((m for m in reversed(self.metrics) if "eval" in m), None)
+        summary: dict[str, Any] = {
+            "epochs": self.epochs_done,
+            "global_steps": self.global_step,
+            "steps_per_epoch": self.plan.steps_per_epoch,
+            "world_size": self.info.world_size,
+            "device": str(self.device),
+            "train_time_s": round(self.train_time, 1),
+            "last_eval": last["eval"] if last else None,
+            "best_eval": self.best or None,
+        }
+        if last and self.best:
+            key = self.best["metric"]
+            summary["robust_overfitting_delta"] = round(last["eval"][key] - self.best["value"], 4)
+        eval_source = self.eval_set.source if self.eval_set is not None else None
+        block = {
+            "model_name": r.model_name,
+            "method": r.method,
+            "dataset": r.data.dataset,
+            "weights_sha256": sha,
+            "recipe_name": r.name,
+            "preset": r.preset,
+            "preset_departures": preset_departures(r),
+            "recipe": r.to_dict(),
+            "init": {"spec": r.model.init, "sha256": self.init_sha256} if r.model.init else None,
+            "data": {
+                "train": self.train_set.source,
+                "train_examples": len(self.train_set),
+                "augmentation": "RandomCrop(32, padding=4) + RandomHorizontalFlip" if r.data.augment else "none",
+                "normalization": "none (inputs in [0, 1])",
+                "eval": eval_source,
+            },
+            "training": summary,
+            "code_revision": code_revision(),
+            "versions": library_versions(),
+        }
+        write_config(self.output_dir, self.model, r, block)
+        self.log(f"wrote {weights} (sha256 {sha[:16]}...) and config.json")
+        du.barrier()
+
+
+def _lr_of_epoch(recipe: Recipe, epoch: int) -> float:
+    """The learning rate used during (1-based) ``epoch``."""
+    o = recipe.optim
+    return o.lr * o.gamma ** sum(1 for m in o.milestones if m <= epoch)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _tensorboard(output_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+
+
+def train(recipe: Recipe, output_dir: str | Path) -> RunResult:
+    """Train ``recipe`` into ``output_dir`` (resuming a checkpoint there), in this process or as one
+    process of a torchrun job."""
+    info, device = du.init_distributed(recipe.run.device)
+    return Trainer(recipe, output_dir, info, device).run()
