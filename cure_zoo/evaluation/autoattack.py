@@ -40,6 +40,7 @@ def pyautoattack_version() -> str:
 @dataclass
 class AutoAttackOutcome:
     robust: torch.Tensor  # bool [N], True = still correctly classified after all sub-attacks
+    x_adv: torch.Tensor  # [N, C, H, W] on the CPU: the adversarial image where one was found, else the input
     accuracy_after: dict[str, float] = field(default_factory=dict)  # robust fraction after each sub-attack
     flags: list[str] = field(default_factory=list)
 
@@ -100,7 +101,7 @@ def run_autoattack(
     robust = (y_adv.cpu() == y.cpu()).to(torch.bool)
     flags = list(dict.fromkeys(capture.warnings))  # pyautoattack checks once per call; keep order, no repeats
     flags += _check_adversarial(model, x, x_adv, y, robust, eps=eps, batch_size=batch_size, device=device)
-    return AutoAttackOutcome(robust, capture.accuracy_after, flags)
+    return AutoAttackOutcome(robust, x_adv.cpu(), capture.accuracy_after, flags)
 
 
 @torch.no_grad()

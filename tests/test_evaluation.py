@@ -1,0 +1,109 @@
+"""evaluate(): the protocol on real images, against pyautoattack called directly, and its invariances
+(same seed -> same masks; batch size does not matter). Real ResNet-18 where realism matters, else the tiny
+fitted model from tests/tiny_models.py."""
+
+import pyautoattack
+import pytest
+import torch
+import torch.nn as nn
+
+from cure_zoo.errors import CureZooError
+from cure_zoo.evaluation import EvalResult, evaluate
+from cure_zoo.evaluation.autoattack import run_autoattack
+from tests.tiny_models import tiny_model
+
+QUIET = dict(progress=False, notify=lambda message: None)
+
+
+def test_natural_resnet18_is_not_robust_at_8_255(autoattack_resnet18, cifar10_test):
+    model = autoattack_resnet18
+    model.train()  # evaluate() must switch to eval mode itself and give the training flag back
+    result = evaluate(model, cifar10_test.take(12), "nat,pgd20", batch_size=12, **QUIET)
+    assert model.training
+    model.eval()
+    nat, pgd20 = result.results["nat"], result.results["pgd20"]
+    assert nat["correct"] >= 10 and nat["n"] == 12  # 93.8% on the bundled images
+    assert pgd20["correct"] == 0 and pgd20["ci95"][0] == 0.0 and 0 < pgd20["ci95"][1] < 30
+    assert result.results["worst"]["correct"] == 0
+    p = result.protocol
+    assert p["eps"] == 8 / 255 and p["dtype"] == "float32" and p["device"] == "cpu"
+    assert p["attacks"]["pgd20"]["steps"] == 20 and p["attacks"]["pgd20"]["random_start"].startswith("uniform")
+    assert p["attacks"]["pgd20"]["step_size"] == 0.003 and p["attacks"]["pgd20"]["loss"] == "ce"
+    assert p["versions"]["pyautoattack"] == pyautoattack.__version__
+    assert result.indices == list(range(12)) and result.dataset["name"] == "cifar10"
+
+
+def test_autoattack_equals_pyautoattack_called_directly(cifar10_test):
+    """The same model, images, eps, seed and batch size through our evaluate() and through pyautoattack's
+    documented API give the same per-sample result and the same adversarial images."""
+    model, images = tiny_model(), cifar10_test.take(12)
+    x, y = images.images, images.labels
+    ours = evaluate(model, images, "nat,aa", batch_size=12, seed=5, **QUIET)
+
+    direct = pyautoattack.AutoAttack(model, norm="Linf", eps=8 / 255, version="standard", seed=5, device="cpu")
+    x_direct, y_direct = direct.run_standard_evaluation(x, y, batch_size=12)
+    assert torch.equal(ours.mask("aa"), y_direct == y)
+    assert 0 < ours.results["nat"]["correct"]  # something was attacked
+    assert ours.results["aa"]["correct"] == int((y_direct == y).sum())
+
+    wrapped = run_autoattack(model, x, y, eps=8 / 255, seed=5, batch_size=12, device=torch.device("cpu"))
+    assert torch.equal(wrapped.x_adv, x_direct) and torch.equal(wrapped.robust, ours.mask("aa"))
+    assert "apgd-ce" in wrapped.accuracy_after and ours.flags == []
+
+
+class _Noisy(nn.Module):
+    """A randomised 'defence' (noise on the logits even in eval mode): AutoAttack's own check must fire."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) + 0.01 * torch.randn(len(x), 10)
+
+
+def test_autoattack_checks_are_surfaced_as_flags(cifar10_test):
+    result = evaluate(_Noisy(tiny_model()), cifar10_test.take(4), "aa", batch_size=4, **QUIET)
+    assert any("randomized defense" in f for f in result.flags)
+    assert result.to_json()["flags"] == result.flags
+
+
+def test_a_model_returning_probabilities_is_refused(cifar10_test):
+    model = nn.Sequential(tiny_model(), nn.Softmax(dim=1))
+    with pytest.raises(CureZooError, match="probabilities.*logits"):
+        evaluate(model, cifar10_test.take(4), "nat,pgd20", **QUIET)
+
+
+def test_same_seed_same_masks_and_batch_size_does_not_matter(cifar10_test):
+    model, images = tiny_model(), cifar10_test.take(30)
+    args = dict(eps="1/255", seed=3, **QUIET)
+    a = evaluate(model, images, "nat,pgd20,cw20", batch_size=30, **args)
+    b = evaluate(model, images, "nat,pgd20", batch_size=30, **args)
+    c = evaluate(model, images, "nat,pgd20,cw20", batch_size=7, **args)  # 7 does not divide 30: ragged last batch
+    same_seed = a.differing_samples(b)
+    assert same_seed["nat"] == same_seed["pgd20"] == 0
+    assert a.differing_samples(c) == {k: 0 for k in a.masks}
+    nat, pgd20 = a.mask("nat"), a.mask("pgd20")
+    assert 0 < int((nat & pgd20).sum()) < int(nat.sum())  # some correct images break, some survive
+    assert torch.equal(a.mask("worst"), nat & pgd20 & a.mask("cw20"))
+    assert a.results["nrr_cw"] == pytest.approx(
+        2 * a.accuracy("nat") * a.accuracy("cw20") / (a.accuracy("nat") + a.accuracy("cw20"))
+    )
+
+
+def test_result_json_round_trip_keeps_everything(tmp_path, cifar10_test):
+    result = evaluate(tiny_model(), cifar10_test.take(10), "nat,pgd20@2/255", batch_size=10, **QUIET)
+    back = EvalResult.load(result.save(tmp_path / "eval.json"))
+    assert back.to_json() == result.to_json()
+    assert set(back.masks) == {"nat", "pgd20@2/255", "worst"} and "pgd20@2/255" in back.format_table()
+
+
+def test_dataset_by_name_announces_the_bundled_fallback_once(capsys):
+    notices = []
+    result = evaluate(tiny_model(), "cifar10", "nat", n_examples=5, progress=False, notify=notices.append)
+    assert len(notices) == 1 and "first 1,017 images" in notices[0] and "test indices 0-4" in notices[0]
+    assert result.dataset["source"].startswith("bundled real cifar10 test subset")
+    with pytest.raises(CureZooError, match="only 1017"):
+        evaluate(tiny_model(), "cifar10", "nat", n_examples=2000, **QUIET)
+    with pytest.raises(CureZooError, match="no svhn images ship"):
+        evaluate(tiny_model(), "svhn", "nat", **QUIET)
