@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommands, in the order ``--help`` shows them.
-COMMANDS = ["list", "eval"]
+COMMANDS = ["list", "eval", "card", "push", "verify"]
 
 
 def build_parser() -> argparse.ArgumentParser:

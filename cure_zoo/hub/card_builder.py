@@ -1,0 +1,275 @@
+"""Building model cards: from a run directory (``cure-zoo card RUN_DIR``) or from the zoo's registry (the
+committed ``model_cards/``). Both fill the one template in :mod:`.cards`.
+
+``card_for_run`` is the step between evaluation and push. It
+
+1. checks that the evaluation was made on exactly the run's weights (sha256 of ``model.safetensors`` =
+   ``config.json``'s ``weights_sha256`` = the evaluation's ``model.weights_sha256``);
+2. copies the evaluation JSON into the run as ``eval.json`` (unless it is already there);
+3. stores the claims in ``config.json`` under ``cure_zoo.claims`` (atomically), so ``verify`` never parses
+   prose;
+4. draws ``figures/training_curves.png`` (from ``metrics.jsonl``) and ``figures/tradeoff.png``;
+5. writes ``README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import CureZooError
+from ..io import sha256_file, write_json_atomic, write_text_atomic
+from .cards import CardData, render_card
+from .claims import EVAL_FILE, claims_from_eval
+from .paper_results import reported_for, tradeoff_baselines
+from .weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE
+
+CARD_FILE = "README.md"
+FIGURES_DIR = "figures"
+METRICS_FILE = "metrics.jsonl"
+TRADEOFF_METRICS = ("aa", "cw20", "pgd20")  # the robust axis of the trade-off plot, first one measured
+
+
+def _arch_short(architecture: str) -> tuple[str | None, str]:
+    """(zoo short name, human name) of a timm architecture entrypoint, e.g. ('resnet18', 'ResNet-18')."""
+    from ..models.zoo import ARCHITECTURES
+
+    for short, (entrypoint, human) in ARCHITECTURES.items():
+        if entrypoint == architecture:
+            return short, human
+    return None, architecture
+
+
+def _param_count(architecture: str, num_classes: int, model_args: dict[str, Any]) -> int:
+    import timm
+    import torch
+
+    import cure_zoo  # noqa: F401
+
+    with torch.device("meta"):
+        model = timm.create_model(architecture, num_classes=num_classes, **model_args)
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run directory
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise CureZooError(f"{path} does not exist ({what})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CureZooError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise CureZooError(f"{path} has a line that is not JSON ({err.msg}); is the run directory damaged?") from None
+
+
+def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_repo: str | None = None) -> Path:
+    """Write the card (README.md, figures, claims in config.json, eval.json) of a finished run; see module doc."""
+    from ..evaluation.result import EvalResult
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CureZooError(f"{run_dir} is not a directory; pass a training run directory")
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CureZooError(f"{run_dir} has no {WEIGHTS_FILE}; is the training run finished?")
+    config = _read_json(run_dir / CONFIG_FILE, "the run's config, written by training")
+    zoo = config.get(CONFIG_BLOCK) or {}
+    eval_path = Path(eval_path) if eval_path else run_dir / EVAL_FILE
+    if not eval_path.is_file():
+        raise CureZooError(
+            f"no evaluation at {eval_path}; run 'cure-zoo eval {run_dir} --json {run_dir / EVAL_FILE}' first "
+            f"(or pass --eval PATH)"
+        )
+    result = EvalResult.load(eval_path)
+    sha = sha256_file(weights)
+    if zoo.get("weights_sha256") and zoo["weights_sha256"] != sha:
+        raise CureZooError(
+            f"{weights} (sha256 {sha[:12]}...) is not the file config.json describes ({zoo['weights_sha256'][:12]}...)"
+        )
+    measured = result.model.get("weights_sha256")
+    if measured != sha:
+        raise CureZooError(
+            f"{eval_path} was measured on weights with sha256 {str(measured)[:12]}..., not on {weights} "
+            f"({sha[:12]}...); evaluate this run: cure-zoo eval {run_dir} --json {run_dir / EVAL_FILE}"
+        )
+    target = run_dir / EVAL_FILE
+    if eval_path.resolve() != target.resolve():
+        shutil.copyfile(eval_path, target.with_name(f".{EVAL_FILE}.tmp"))
+        target.with_name(f".{EVAL_FILE}.tmp").replace(target)
+    claims = claims_from_eval(result, eval_sha256=sha256_file(target))
+    config[CONFIG_BLOCK] = dict(zoo, weights_sha256=sha, claims=claims)
+    write_json_atomic(run_dir / CONFIG_FILE, config)
+
+    card = _run_card_data(config, claims, result.flags, hub_repo)
+    card.figures = _draw_figures(run_dir, card, _read_metrics(run_dir))
+    return write_text_atomic(run_dir / CARD_FILE, render_card(card))
+
+
+def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[str], hub_repo: str | None) -> CardData:
+    from ..models.zoo import find_entry
+
+    zoo = config[CONFIG_BLOCK]
+    architecture = config["architecture"]
+    # num_classes/global_pool are recorded by timm for every model; other model args make it a variant
+    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k not in ("num_classes", "global_pool")}
+    short, human = _arch_short(architecture)
+    dataset = zoo.get("dataset") or claims["dataset"]["name"]
+    method = zoo.get("method", "unknown")
+    entry = find_entry(zoo["model_name"]) if zoo.get("model_name") else None
+    full_size = not model_args and entry is not None and entry.architecture == architecture
+    arch_label = (
+        human if not model_args else f"{human} (reduced: {', '.join(f'{k}={v}' for k, v in model_args.items())})"
+    )
+    zoo_method, variant = ("cure", "eff") if method == "cure_eff" else (method, "")
+    rows = reported_for(zoo_method, short, dataset, variant=variant) if short else []
+    notes = []
+    if model_args:
+        notes.append(
+            f"This is a reduced {human} ({', '.join(f'{k}={v}' for k, v in model_args.items())}), not the paper's "
+            f"architecture: its numbers say nothing about what the method reaches at full size."
+        )
+    recipe = zoo.get("recipe")
+    name = zoo.get("model_name") or zoo.get("recipe_name") or (recipe or {}).get("name") or architecture
+    return CardData(
+        model_name=name,
+        method=method,
+        architecture=architecture,
+        arch_label=arch_label,
+        dataset=dataset,
+        license=(entry.license if entry else "apache-2.0"),
+        registered_name=entry.name if full_size else None,
+        hub_repo=hub_repo,
+        model_args=model_args,
+        params=_param_count(architecture, config.get("num_classes", 10), model_args),
+        weights_sha256=zoo["weights_sha256"],
+        claims=claims,
+        flags=list(flags),
+        paper_rows=rows,
+        paper_comparable=full_size,
+        recipe=recipe,
+        recipe_name=zoo.get("recipe_name") or (recipe or {}).get("name"),
+        preset=zoo.get("preset"),
+        preset_departures=zoo.get("preset_departures") or {},
+        training=zoo.get("training"),
+        init=zoo.get("init"),
+        data=zoo.get("data"),
+        code_revision=zoo.get("code_revision"),
+        versions=zoo.get("versions") or {},
+        notes=notes,
+    )
+
+
+def _draw_figures(run_dir: Path, card: CardData, records: list[dict[str, Any]]) -> dict[str, str]:
+    from .plots import plot_tradeoff, plot_training_curves
+
+    figures: dict[str, str] = {}
+    fig_dir = run_dir / FIGURES_DIR
+    for stale in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
+        stale.unlink()  # figures of an earlier card must not be pushed with this one
+    if plot_training_curves(
+        records, fig_dir / "training_curves.png", f"{card.model_name}: held-out accuracy per epoch"
+    ):
+        figures["training_curves"] = f"{FIGURES_DIR}/training_curves.png"
+    results = card.claims["results"]
+    short, _ = _arch_short(card.architecture)
+    for metric in TRADEOFF_METRICS:
+        if metric not in results or "nat" not in results:
+            continue
+        found = tradeoff_baselines(short, card.dataset, metric) if short else None
+        if found is None:
+            found = tradeoff_baselines("resnet18", card.dataset, metric)  # the paper's main baseline table
+        if found is None:
+            continue
+        table, rows = found
+        point = (results["nat"]["accuracy"], results[metric]["accuracy"])
+        plot_tradeoff(
+            point, card.model_name, rows, metric, table, fig_dir / "tradeoff.png", model_n=results["nat"]["n"]
+        )
+        figures["tradeoff"] = f"{FIGURES_DIR}/tradeoff.png"
+        break
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the registry's cards (model_cards/)
+
+
+def registered_recipes() -> dict[str, str]:
+    """zoo model name -> the recipe (file stem in ``recipes/``) that trains it."""
+    from ..training.recipe import RECIPES_DIR, available_recipes, load_recipe
+
+    out: dict[str, str] = {}
+    if not RECIPES_DIR.is_dir():
+        return out
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        if recipe.model_name and recipe.method != "cure_eff":
+            out.setdefault(recipe.model_name, name)
+    return out
+
+
+def card_for_entry(entry: Any, recipe_name: str | None) -> CardData:
+    """The card of a registered model from the zoo table: published claims if any, else the paper's numbers."""
+    short = entry.arch
+    human = _arch_short(entry.architecture)[1]
+    recipe = preset = None
+    departures: dict[str, Any] = {}
+    if recipe_name:
+        from ..training.recipe import load_recipe, preset_departures
+
+        resolved = load_recipe(recipe_name)
+        recipe, preset, departures = resolved.to_dict(), resolved.preset, preset_departures(resolved)
+    return CardData(
+        model_name=entry.name,
+        method=entry.method,
+        architecture=entry.architecture,
+        arch_label=human,
+        dataset=entry.dataset,
+        license=entry.license,
+        registered_name=entry.name,
+        params=_param_count(entry.architecture, entry.num_classes, {}),
+        paper_rows=reported_for(entry.method, short, entry.dataset),
+        recipe=recipe,
+        recipe_name=recipe_name,
+        preset=preset,
+        preset_departures=departures,
+        hub_repo=entry.repo_id if entry.published else None,
+        published_revision=entry.revision if entry.published else None,
+        published_claims=dict(entry.claims) if entry.published else {},
+    )
+
+
+def write_registered_cards(out_dir: str | Path) -> list[Path]:
+    """``out_dir/<name>/README.md`` for every CURE model and every baseline that has a recipe, regenerated;
+    cards of models no longer in that set are removed."""
+    from ..models.zoo import ZOO
+
+    out_dir = Path(out_dir)
+    recipes = registered_recipes()
+    written = []
+    for entry in ZOO:
+        if entry.weights_source != "hub" or not (entry.method == "cure" or entry.name in recipes):
+            continue
+        card = card_for_entry(entry, recipes.get(entry.name))
+        written.append(write_text_atomic(out_dir / entry.name / CARD_FILE, render_card(card)))
+    keep = {p.parent.name for p in written}
+    for old in out_dir.glob("*/" + CARD_FILE):
+        if old.parent.name not in keep:
+            old.unlink()
+            if not any(old.parent.iterdir()):
+                old.parent.rmdir()
+    return written

@@ -1,0 +1,172 @@
+"""Publish a run directory to the Hugging Face Hub as ONE commit, or show exactly what would be sent.
+
+What goes up is an allow-list, never the whole folder (checkpoints, optimizer state and logs stay home):
+``model.safetensors``, ``config.json`` (with the claims), ``README.md`` (the card), ``eval.json`` (the
+evaluation behind the claims), ``train_hparams.yaml`` and the card's figures ``figures/*.png``.
+
+Before anything is sent the run directory must be complete and consistent: weights, config, evaluation and
+card present; the weights' sha256 equal to the one in ``config.json`` and to the one the claims were
+measured on; the evaluation file equal to the one the claims cite. A refusal names what is missing or stale.
+
+The token comes from ``HF_TOKEN`` or the Hugging Face login (huggingface_hub's own lookup). It is passed to
+huggingface_hub and nowhere else: never printed, logged or written, and scrubbed from any error text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CureZooError
+from ..io import sha256_file
+from .claims import EVAL_FILE
+from .weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE
+
+CARD_FILE = "README.md"
+HPARAMS_FILE = "train_hparams.yaml"
+FIGURES_DIR = "figures"
+REQUIRED = {
+    WEIGHTS_FILE: "the weights (training writes them at the end of the run)",
+    CONFIG_FILE: "the model config (training writes it)",
+    EVAL_FILE: "the evaluation (cure-zoo eval RUN_DIR --json RUN_DIR/eval.json, then cure-zoo card RUN_DIR)",
+    CARD_FILE: "the model card (cure-zoo card RUN_DIR)",
+}
+OPTIONAL = (HPARAMS_FILE,)
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    path_in_repo: str
+    local_path: Path
+    size: int
+    sha256: str
+
+
+def upload_plan(run_dir: str | Path) -> list[UploadFile]:
+    """The exact files one push of ``run_dir`` sends, in upload order; refuses an incomplete or stale run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CureZooError(f"{run_dir} is not a directory; pass a training run directory")
+    missing = [f"{name} ({why})" for name, why in REQUIRED.items() if not (run_dir / name).is_file()]
+    if missing:
+        raise CureZooError(f"refusing to push {run_dir}: it lacks " + "; ".join(missing))
+    names = [WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, EVAL_FILE]
+    names += [n for n in OPTIONAL if (run_dir / n).is_file()]
+    names += sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / FIGURES_DIR).glob("*.png"))
+    files = [UploadFile(n, run_dir / n, (run_dir / n).stat().st_size, sha256_file(run_dir / n)) for n in names]
+    _check_consistent(run_dir, {f.path_in_repo: f.sha256 for f in files})
+    return files
+
+
+def _check_consistent(run_dir: Path, sha: dict[str, str]) -> None:
+    try:
+        zoo = json.loads((run_dir / CONFIG_FILE).read_text()).get(CONFIG_BLOCK) or {}
+    except json.JSONDecodeError as err:
+        raise CureZooError(f"refusing to push: {run_dir / CONFIG_FILE} is not valid JSON ({err.msg})") from None
+    weights = sha[WEIGHTS_FILE]
+    if zoo.get("weights_sha256") != weights:
+        raise CureZooError(
+            f"refusing to push {run_dir}: config.json's cure_zoo.weights_sha256 "
+            f"({str(zoo.get('weights_sha256'))[:12]}...) is not the sha256 of {WEIGHTS_FILE} ({weights[:12]}...); "
+            f"the weights changed after the config was written"
+        )
+    claims = zoo.get("claims") or {}
+    if not claims:
+        raise CureZooError(f"refusing to push {run_dir}: config.json holds no claims; run 'cure-zoo card {run_dir}'")
+    if claims.get("weights_sha256") != weights or claims.get("eval_sha256") != sha[EVAL_FILE]:
+        raise CureZooError(
+            f"refusing to push {run_dir}: the card's claims were made for other weights or another evaluation "
+            f"than the ones in the folder; run 'cure-zoo card {run_dir}' again"
+        )
+
+
+def format_plan(files: list[UploadFile], repo_id: str, revision: str | None, private: bool) -> str:
+    total = sum(f.size for f in files)
+    lines = [
+        f"one commit to {repo_id} (branch {revision or 'main'}, {'private' if private else 'public'} repo if "
+        f"created) with {len(files)} files, {total:,} bytes:",
+    ]
+    lines += [f"{f.sha256}  {f.size:>13,}  {f.path_in_repo}" for f in files]
+    return "\n".join(lines)
+
+
+def token_status() -> str:
+    """Where the token would come from, without showing it."""
+    import os
+
+    from huggingface_hub import get_token
+
+    if os.environ.get("HF_TOKEN"):
+        return "token: HF_TOKEN is set (not shown)"
+    if get_token():
+        return "token: from the Hugging Face login (not shown)"
+    return "token: none found; set HF_TOKEN or run 'hf auth login' before pushing"
+
+
+def push(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+    out: Callable[[str], None] = print,
+) -> Any:
+    """Push ``run_dir`` to ``repo_id`` in one commit (or, with ``dry_run``, print what would be sent and send
+    nothing). Returns huggingface_hub's ``CommitInfo`` (``None`` for a dry run)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise CureZooError(f"--repo {repo_id!r} is not a Hub repo id; write ORG/NAME, e.g. my-lab/cure_r18") from None
+    if "/" not in repo_id:
+        raise CureZooError(f"--repo {repo_id!r} names no organisation or user; write ORG/NAME")
+    files = upload_plan(run_dir)
+    if dry_run:
+        out("dry run: nothing was sent. The push would make " + format_plan(files, repo_id, revision, private))
+        out(token_status())
+        return None
+    return _upload(files, repo_id, revision=revision, private=private, commit_message=commit_message, out=out)
+
+
+def _upload(files, repo_id, *, revision, private, commit_message, out) -> Any:
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    token = get_token()
+    if not token:
+        raise CureZooError("no Hugging Face token: set HF_TOKEN or run 'hf auth login', then push again")
+    api = HfApi(token=token)
+    weights = next(f for f in files if f.path_in_repo == WEIGHTS_FILE)
+    message = commit_message or f"cure-zoo push: model.safetensors sha256 {weights.sha256[:12]}"
+    step = "create the repository"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision and revision != "main":
+            step = f"create branch {revision!r}"
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        step = "commit the files"
+        operations = [CommitOperationAdd(f.path_in_repo, str(f.local_path)) for f in files]
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+    except OfflineModeIsEnabled:
+        raise CureZooError("HF_HUB_OFFLINE=1 is set; unset it to push (a dry run works offline)") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise CureZooError(
+            f"push to {repo_id} failed to {step}: {_describe(err, token)}; nothing was committed"
+        ) from None
+    out(f"pushed {len(files)} files to {repo_id} in one commit {info.oid} ({info.commit_url})")
+    out(f'pin it: set "revision": "{info.oid}" for this model in cure_zoo/models/published.json')
+    return info
+
+
+def _describe(err: Exception, token: str) -> str:
+    """One line about a failed Hub call, with the token scrubbed from it."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    text = (str(err).splitlines() or [type(err).__name__])[0]
+    text = text.replace(token, "<token>")
+    return f"HTTP {status}: {text}" if status else text
