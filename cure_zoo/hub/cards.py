@@ -222,6 +222,15 @@ def front_matter(card: CardData) -> str:
     return "---\n" + yaml.dump(meta, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """Block style, with short lists (milestones, widths) on one line."""
+
+
+_RecipeDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
 class _NoAliasDumper(yaml.SafeDumper):
     """Writes repeated objects out in full (the Hub's front matter is read by people too)."""
 
@@ -245,6 +254,11 @@ def _title(card: CardData) -> str:
         f"({PAPER_TITLE}, {PAPER_VENUE}, [arXiv:{ARXIV_ID}]({ARXIV_URL})).",
         "",
     ]
+    if card.params:
+        from ..data.catalog import get_dataset_info
+
+        classes = get_dataset_info(card.dataset).num_classes
+        lines += [f"Architecture: `{card.architecture}` ({classes} classes), {card.params:,} parameters.", ""]
     if card.measured:
         lines.append(f"Weights: `model.safetensors`, sha256 `{card.weights_sha256}`.")
     elif card.published_revision:
@@ -256,10 +270,14 @@ def _title(card: CardData) -> str:
             + "."
         )
     else:
+        numbers = (
+            "Every number on this card is **reported in the paper**, not measured by cure-zoo on any weights."
+            if card.paper_rows
+            else "This card holds no accuracy numbers: nothing was measured, and the paper reports none for it."
+        )
         lines.append(
             "**No trained weights are published for this model yet.** `pretrained=True` fails with an error that "
-            "says so. Every number on this card is **reported in the paper**, not measured by cure-zoo on any "
-            "weights."
+            "says so. " + numbers
         )
     return "\n".join(lines)
 
@@ -484,12 +502,15 @@ def _training(card: CardData) -> str:
         lines.append(f"Code revision: `{card.code_revision}`.")
     if card.versions:
         lines.append("Training library versions: " + ", ".join(f"{k} {v}" for k, v in card.versions.items()) + ".")
+    where = (
+        "also in `train_hparams.yaml`" if card.measured else f"from `recipes/{card.recipe_name}.yaml` and its preset"
+    )
     lines += [
         "",
-        "Hyperparameters (the fully resolved recipe, also in `train_hparams.yaml`):",
+        f"Hyperparameters (the fully resolved recipe, {where}):",
         "",
         "```yaml",
-        yaml.safe_dump(card.recipe, sort_keys=False, width=1000, default_flow_style=None).rstrip(),
+        yaml.dump(card.recipe, Dumper=_RecipeDumper, sort_keys=False, width=1000).rstrip(),
         "```",
     ]
     return "\n".join(lines)
