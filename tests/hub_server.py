@@ -156,6 +156,35 @@ class OlahServer:
         return env
 
 
+def contract_config(
+    architecture: str,
+    weights_sha256: str,
+    *,
+    num_classes: int = 10,
+    num_features: int = 512,
+    model_args: dict | None = None,
+    **zoo,
+) -> dict:
+    """A run directory's config.json as the team contract describes it (timm's format + the cure_zoo block)."""
+    return {
+        "architecture": architecture,
+        "num_classes": num_classes,
+        "num_features": num_features,
+        "model_args": dict(model_args or {}),
+        "pretrained_cfg": {
+            "input_size": [3, 32, 32],
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+            "num_classes": num_classes,
+            "first_conv": "conv1",
+            "classifier": "linear",
+        },
+        "cure_zoo": {"weights_sha256": weights_sha256, **zoo},
+    }
+
+
 def run_python(code: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``code`` (with ``sys.argv[1:] = args``) in a fresh interpreter, so huggingface_hub reads ``env``."""
     return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout)

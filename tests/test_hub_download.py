@@ -15,31 +15,10 @@ import cure_zoo  # noqa: F401
 from cure_zoo.errors import WeightsIntegrityError
 from cure_zoo.io import save_weights, sha256_file
 
-from .hub_server import OlahServer, run_python
+from .hub_server import OlahServer, contract_config, run_python
 
 ORG = "test-org"
 NAME = "st_resnet18_cifar10"  # the real AutoAttack ResNet-18 IS a naturally trained CIFAR-10 ResNet-18
-
-
-def zoo_config(weights_sha256: str, **zoo) -> dict:
-    """config.json as the run-directory contract describes it (timm's format + the cure_zoo block)."""
-    return {
-        "architecture": "cifar_resnet18",
-        "num_classes": 10,
-        "num_features": 512,
-        "model_args": {},
-        "pretrained_cfg": {
-            "input_size": [3, 32, 32],
-            "crop_pct": 1.0,
-            "interpolation": "bilinear",
-            "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0],
-            "num_classes": 10,
-            "first_conv": "conv1",
-            "classifier": "linear",
-        },
-        "cure_zoo": {"model_name": NAME, "method": "st", "dataset": "cifar10", "weights_sha256": weights_sha256, **zoo},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +27,8 @@ def hub(tmp_path_factory, autoattack_resnet18):
     weights = root / "model.safetensors"
     save_weights(autoattack_resnet18.state_dict(), weights)
     sha = sha256_file(weights)
-    config = json.dumps(zoo_config(sha), indent=2).encode()
+    config = contract_config("cifar_resnet18", sha, model_name=NAME, method="st", dataset="cifar10")
+    config = json.dumps(config, indent=2).encode()
     data = weights.read_bytes()
     server = OlahServer(root / "olah").start()
     try:

@@ -52,6 +52,16 @@ def make_run(directory, seed=0, evaluated=True):
     return directory
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: their convolutions are overhead-bound, and a second intra-op thread only adds
+    synchronisation (measured 50x slower per conv on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def carded_run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("publish") / "run")
