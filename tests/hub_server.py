@@ -13,15 +13,19 @@ subprocesses with :meth:`OlahServer.client_env`.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 CLOSED_PORT = "127.0.0.1:9"  # nothing listens on the discard port: olah's upstream goes nowhere
@@ -118,14 +122,16 @@ class OlahServer:
     def repo_dir(self, org: str, name: str) -> Path:
         return self.mirrors / "models" / org / name
 
-    def publish(self, org: str, name: str, files: dict[str, bytes | Path], message: str = "publish") -> str:
+    def publish(
+        self, org: str, name: str, files: dict[str, bytes | Path], message: str = "publish", replace: bool = True
+    ) -> str:
         """Commit ``files`` (path in repo -> bytes or a local file) to ``org/name`` on branch main, replacing
-        what was there; returns the commit sha. Served at once, no restart."""
+        what was there (or adding to it); returns the commit sha. Served at once, no restart."""
         repo = self.repo_dir(org, name)
         if not (repo / ".git").is_dir():
             repo.mkdir(parents=True, exist_ok=True)
             _git(repo, "init", "-q", "-b", "main")
-        for old in _git(repo, "ls-files").splitlines():
+        for old in _git(repo, "ls-files").splitlines() if replace else []:
             (repo / old).unlink()
         for path_in_repo, content in files.items():
             target = repo / path_in_repo
@@ -154,6 +160,107 @@ class OlahServer:
         )
         env.update(extra)
         return env
+
+
+class HubWriteAPI:
+    """A FAKE of the Hub's write API, for the one thing no real server here can do: accept an upload.
+
+    No package provides an upload-capable Hub on loopback (olah is read-only; see the module doc), so this
+    implements the four calls ``cure-zoo push`` makes through huggingface_hub, as the Hub documents them:
+    ``POST /api/repos/create``, ``/api/models/ORG/NAME/branch/B``, ``.../preupload/REV`` (answering "regular"
+    for every file, so content travels inline) and ``.../commit/REV`` (ndjson: header + base64 files). A
+    commit is written as a git commit into olah's mirrors, so what was pushed is then served by the real
+    server. It records each call's path and whether the expected token was sent, never the token itself.
+    """
+
+    def __init__(self, olah: OlahServer, expected_token: str):
+        self.olah = olah
+        self.calls: list[dict] = []
+        self.commits: list[dict] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                authorized = self.headers.get("Authorization") == f"Bearer {expected_token}"
+                api.calls.append({"path": self.path, "authorized": authorized})
+                status, answer = api.handle(self.path.split("?")[0], body) if authorized else (401, {"error": "401"})
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> HubWriteAPI:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, path: str, body: bytes) -> tuple[int, dict]:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "validate-yaml"]:
+            return self.validate_card(json.loads(body).get("content", ""))
+        if parts[:3] == ["api", "repos", "create"]:
+            req = json.loads(body)
+            return 200, {"url": f"{self.endpoint}/{req['organization']}/{req['name']}"}
+        if len(parts) >= 6 and parts[:2] == ["api", "models"]:
+            org, name, action, revision = parts[2], parts[3], parts[4], "/".join(parts[5:])
+            if action == "branch":
+                return 200, {}
+            if action == "preupload":
+                files = json.loads(body)["files"]
+                return 200, {
+                    "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                }
+            if action == "commit" and revision == "main":
+                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                files = {
+                    x["value"]["path"]: base64.b64decode(x["value"]["content"])
+                    for x in lines
+                    if x["key"] == "file" and x["value"].get("encoding") == "base64"
+                }
+                header = next(x["value"] for x in lines if x["key"] == "header")
+                sha = self.olah.publish(org, name, files, message=header["summary"], replace=False)
+                self.commits.append({"repo": f"{org}/{name}", "files": sorted(files), "message": header["summary"]})
+                return 200, {
+                    "commitUrl": f"{self.endpoint}/{org}/{name}/commit/{sha}",
+                    "commitOid": sha,
+                    "pullRequestUrl": None,
+                }
+        return 404, {"error": f"not implemented by the test fake: {path}"}
+
+    @staticmethod
+    def validate_card(content: str) -> tuple[int, dict]:
+        """What the Hub checks before accepting a README: YAML front matter that parses, and a model-index whose
+        results each have a task type, a dataset type and name, and metrics with a type and a numeric value."""
+        import yaml
+
+        try:
+            meta = yaml.safe_load(content.split("---\n")[1]) if content.startswith("---\n") else {}
+        except (yaml.YAMLError, IndexError) as err:
+            return 400, {"error": f"invalid YAML: {err}"}
+        errors = []
+        for model in meta.get("model-index", []) or []:
+            for result in model.get("results", []):
+                if not result.get("task", {}).get("type"):
+                    errors.append("result without task.type")
+                if not (result.get("dataset", {}).get("type") and result["dataset"].get("name")):
+                    errors.append("result without dataset.type/name")
+                for metric in result.get("metrics", []):
+                    if not metric.get("type") or not isinstance(metric.get("value"), int | float):
+                        errors.append(f"bad metric {metric}")
+        return (400, {"error": "; ".join(errors)}) if errors else (200, {})
 
 
 def contract_config(

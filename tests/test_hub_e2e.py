@@ -28,7 +28,7 @@ import torch
 from cure_zoo.cli.main import main
 from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
-from .hub_server import OlahServer, contract_config, run_python
+from .hub_server import HubWriteAPI, OlahServer, contract_config, run_cli, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "test-org"
@@ -60,7 +60,13 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from cure_zoo.cli.main import main
 args = json.loads(sys.argv[1])
-out = {"files": sorted(HfApi().list_repo_files(args["repo"]))}
+from pathlib import Path
+from huggingface_hub import snapshot_download
+from cure_zoo.io import sha256_file
+snap = Path(snapshot_download(args["repo"]))
+out = {"files": {p.relative_to(snap).as_posix(): [p.stat().st_size, sha256_file(p)]
+                 for p in snap.rglob("*") if p.is_file()},
+       "listed": sorted(HfApi().list_repo_files(args["repo"]))}
 def same(spec, ref):
     sd, ref = timm.create_model(spec, pretrained=True).state_dict(), load_file(ref)
     return sorted(sd) == sorted(ref) and all(torch.equal(sd[k], v) for k, v in ref.items())
@@ -146,7 +152,16 @@ def e2e(tmp_path_factory, autoattack_resnet18):
         capsys_out = _CapturingPrint()
         for run_dir, repo in ((smoke, f"{ORG}/cure-smoke"), (r18, f"{ORG}/st_resnet18_cifar10")):
             listings[repo] = capsys_out.dry_run(run_dir, repo)
-            _publish_listed(server, repo.split("/")[1], run_dir, listings[repo])
+        # the ResNet-18: exactly the dry run's files, committed as a git repo under olah's mirrors
+        _publish_listed(server, "st_resnet18_cifar10", r18, listings[f"{ORG}/st_resnet18_cifar10"])
+        # the smoke run: a real `cure-zoo push` through huggingface_hub, to the write-API fake, which commits
+        # what it receives into olah's mirrors (olah itself refuses writes)
+        writer = HubWriteAPI(server, FAKE_TOKEN).start()
+        try:
+            push_env = server.client_env(root / "hf-push", HF_ENDPOINT=writer.endpoint, HF_TOKEN=FAKE_TOKEN)
+            pushed = run_cli(["push", str(smoke), "--repo", f"{ORG}/cure-smoke"], push_env)
+        finally:
+            writer.stop()
 
         # a tampered card: the claimed clean accuracy raised by 2 images, consistently in number and count
         config = json.loads((smoke / "config.json").read_text())
@@ -180,7 +195,9 @@ def e2e(tmp_path_factory, autoattack_resnet18):
             "smoke": smoke,
             "r18": r18,
             "root": root,
-            "session_output": proc.stdout + proc.stderr,
+            "pushed": pushed,
+            "writer": writer,
+            "session_output": proc.stdout + proc.stderr + pushed.stdout + pushed.stderr,
             "server_log": server.log_text(),
         }
     finally:
@@ -206,10 +223,12 @@ class _CapturingPrint:
         ]
 
 
-def test_the_repo_holds_exactly_the_dry_run_upload(e2e):
+def test_push_sends_exactly_the_dry_run_upload_in_one_commit(e2e):
+    pushed, writer = e2e["pushed"], e2e["writer"]
+    assert pushed.returncode == 0, pushed.stderr
+    assert re.search(r"pushed 7 files to test-org/cure-smoke in one commit [0-9a-f]{40}", pushed.stdout)
     listed = e2e["listings"][f"{ORG}/cure-smoke"]
-    names = [name for name, _, _ in listed]
-    assert sorted(names) == e2e["result"]["files"]  # what the Hub serves is what the dry run said
+    names = sorted(name for name, _, _ in listed)
     assert {
         "model.safetensors",
         "config.json",
@@ -219,9 +238,18 @@ def test_the_repo_holds_exactly_the_dry_run_upload(e2e):
         "figures/training_curves.png",
         "figures/tradeoff.png",
     } == set(names)
-    for name, size, digest in listed:
-        path = e2e["smoke"] / name
-        assert path.stat().st_size == size and sha256_file(path) == digest
+    assert [c["files"] for c in writer.commits] == [names]  # ONE commit, the allow-list
+    assert [c["path"].split("/")[-2] if "/models/" in c["path"] else c["path"] for c in writer.calls] == [
+        "/api/repos/create",
+        "/api/validate-yaml",
+        "preupload",
+        "commit",
+    ]
+    assert all(c["authorized"] for c in writer.calls)  # the token from HF_TOKEN went to the server, only there
+    # what the Hub then serves is byte for byte what the dry run listed
+    served = e2e["result"]["files"]
+    assert served == {name: [size, digest] for name, size, digest in listed}
+    assert e2e["result"]["listed"] == names
 
 
 def test_download_is_bit_identical_and_verify_passes(e2e):
