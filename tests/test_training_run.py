@@ -24,6 +24,17 @@ from cure_zoo.models.loader import load_model
 from cure_zoo.training import TrainingDivergedError, load_recipe, train
 from cure_zoo.training.checkpoint import CHECKPOINT_FILE
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these steps are small, and on a shared 2-core machine a second thread mostly
+    waits (CI runs three engineers' tests at once)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "recipes" / "train.py"
 WORKER = Path(__file__).with_name("training_worker.py")
