@@ -23,12 +23,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from cure_zoo.cli.main import main
 from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
-from .hub_server import HubWriteAPI, OlahServer, contract_config, run_cli, run_python
+from .hub_server import HubWriteAPI, OlahServer, contract_config, one_thread, run_cli, run_python  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "test-org"
@@ -84,16 +83,6 @@ out["verify_corrupt"] = cli("verify", "hf-hub:" + args["repo"] + "-corrupt", "--
 out["push"] = cli("push", args["run"], "--repo", args["org"] + "/brand-new")
 print("RESULT" + json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: their convolutions are overhead-bound, and a second intra-op thread only adds
-    synchronisation (measured 50x slower per conv on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

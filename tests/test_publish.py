@@ -19,6 +19,8 @@ from cure_zoo.hub.push import push, upload_plan
 from cure_zoo.hub.verify import judge_accuracy, verify
 from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
+from .hub_server import one_thread  # noqa: F401  (autouse: one intra-op thread for these tiny models)
+
 N = 16
 ATTACKS = "nat,pgd20,cw20"
 FAKE_TOKEN = "hf_FAKEtokenNEVERtoBEprinted0123456789"
@@ -50,16 +52,6 @@ def make_run(directory, seed=0, evaluated=True):
     assert main(["eval", str(directory), "--attacks", ATTACKS, "--n-examples", str(N), "--batch-size", "8",
                  "--json", str(directory / "eval.json"), "--no-progress"]) == 0  # fmt: skip
     return directory
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: their convolutions are overhead-bound, and a second intra-op thread only adds
-    synchronisation (measured 50x slower per conv on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +184,8 @@ def test_verify_same_images_passes_and_writes_a_report(run, capsys, tmp_path):
     assert "all 5 claims hold" in out
     report = json.loads(out_json.read_text())
     assert report["all_hold"] and report["mode"] == "same images"
+    # same machine, same settings: every image agrees with the claim's record (README: "0 differing images")
+    assert all("; 0 images differ from the record" in v["detail"] for v in report["verdicts"][:4])
     assert [v["metric"] for v in report["verdicts"]] == ["nat", "pgd20", "cw20", "worst", "nrr_cw"]
 
 

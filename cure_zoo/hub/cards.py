@@ -18,17 +18,12 @@ from typing import Any
 
 import yaml
 
+from ..models.zoo import METHODS
 from .paper_results import ARXIV_ID, ARXIV_URL, PAPER_AUTHORS, PAPER_TITLE, PAPER_VENUE, PaperRow
 
 HF_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "svhn": "ufldl-stanford/svhn"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
-METHOD_NAMES = {
-    "cure": "CURE (Conserve-Update-Revise)",
-    "cure_eff": "CURE-Eff (natural warm-up, then CURE, in one budget)",
-    "st": "standard (natural) training",
-    "at": "PGD adversarial training (Madry et al., 2018)",
-    "trades": "TRADES (Zhang et al., 2019)",
-}
+METHOD_NAMES = {**METHODS, "cure_eff": "CURE-Eff (natural warm-up, then CURE, in one budget; paper App. B)"}
 # result key -> (short name for tables and model-index, what it is)
 METRICS = {
     "nat": ("Nat", "clean accuracy"),
@@ -250,8 +245,8 @@ def _title(card: CardData) -> str:
     lines = [
         f"# {card.model_name}",
         "",
-        f"{what}, from the cure-zoo model zoo of adversarially robust models "
-        f"({PAPER_TITLE}, {PAPER_VENUE}, [arXiv:{ARXIV_ID}]({ARXIV_URL})).",
+        f"{what}. Part of cure-zoo, a timm model zoo of adversarially robust classifiers for the paper "
+        f"*{PAPER_TITLE}* ({PAPER_VENUE}, [arXiv:{ARXIV_ID}]({ARXIV_URL})).",
         "",
     ]
     if card.params:
