@@ -1,7 +1,7 @@
-"""End to end against a real Hub server (olah on 127.0.0.1): train -> eval -> card -> push --dry-run -> the
-exact upload committed as a Hub repo -> download bit-identical -> verify passes; a tampered claim fails (exit
-1); corrupted weights are refused (exit 2); a real push reaches the server and fails cleanly (olah is
-read-only); the token never appears anywhere.
+"""End to end against a real Hub server (olah on 127.0.0.1): train -> eval -> card -> push --dry-run -> push
+-> the Hub serves exactly the dry run's bytes -> download bit-identical -> verify passes; a tampered claim fails
+(exit 1); corrupted weights are refused (exit 2); a push to olah itself fails cleanly (olah is read-only); the
+token never appears in any output or file.
 
 Two models go through it:
 
@@ -9,10 +9,14 @@ Two models go through it:
   seconds. It is a reduced ResNet-18, so no registered name builds its architecture; it is loaded as a user
   would load such a repo, ``hf-hub:ORG/NAME`` (timm rebuilds it from config.json's model_args). Publishing it
   under a registered name like ``cure_resnet18_cifar10`` would be a lie: that name builds the full model.
+  It is published by a real ``cure-zoo push`` (huggingface_hub's create_repo/create_commit) to
+  :class:`HubWriteAPI`, a labelled FAKE of the Hub's write API (no upload-capable server exists for loopback),
+  which commits what it receives into olah's mirrors; olah then serves it.
 * the real AutoAttack ResNet-18 (naturally trained, CIFAR-10), published as ``st_resnet18_cifar10`` in the
-  test org, which is what it is: with ``CURE_ZOO_HF_ORG`` set, the registered name resolves to that repo.
+  test org, which is what it is: its dry-run file list is committed as a git repo under olah's mirrors, and with
+  ``CURE_ZOO_HF_ORG`` set, the registered name resolves to that repo.
 
-Hub steps run in one subprocess (huggingface_hub reads HF_ENDPOINT at import; this process is offline).
+Hub steps run in subprocesses (huggingface_hub reads HF_ENDPOINT at import; this process is offline).
 """
 
 import json
