@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from cure_zoo.data import ImageSet
 from cure_zoo.errors import CureZooError
 from cure_zoo.evaluation import EvalResult, evaluate
 from cure_zoo.evaluation.autoattack import run_autoattack
@@ -107,3 +108,20 @@ def test_dataset_by_name_announces_the_bundled_fallback_once(capsys):
         evaluate(tiny_model(), "cifar10", "nat", n_examples=2000, **QUIET)
     with pytest.raises(CureZooError, match="no svhn images ship"):
         evaluate(tiny_model(), "svhn", "nat", **QUIET)
+
+
+def test_concat_of_chunks_equals_one_run(cifar10_test):
+    model, images = tiny_model(), cifar10_test.take(14)
+    args = dict(eps="1/255", batch_size=14, **QUIET)
+    whole = evaluate(model, images, "nat,pgd20", **args)
+    chunks = [
+        ImageSet(images.images[a:b], images.labels[a:b], images.indices[a:b], "cifar10", "test", images.source)
+        for a, b in [(0, 6), (6, 14)]
+    ]
+    merged = EvalResult.concat([evaluate(model, chunk, "nat,pgd20", **args) for chunk in chunks])
+    assert merged.indices == whole.indices and merged.differing_samples(whole) == {k: 0 for k in whole.masks}
+    for name in ("nat", "pgd20", "worst"):
+        assert {k: v for k, v in merged.results[name].items() if k != "time_s"} == {
+            k: v for k, v in whole.results[name].items() if k != "time_s"
+        }
+    assert merged.protocol["chunks"] == [6, 8]

@@ -25,7 +25,7 @@ from ..attacks import ce_loss, cw_margin_loss, indexed_uniform_start, pgd
 from ..data import ImageSet, get_dataset_info
 from ..errors import CureZooError
 from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
-from .metrics import accuracy_summary, nrr, worst_case
+from .metrics import summarise
 from .protocol import DEFAULT_EPS, AttackSpec, parse_attacks, parse_eps
 from .result import EvalResult
 from .sharding import gather, gather_masks, shard_bounds, world
@@ -118,18 +118,28 @@ def check_logits(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 
 @contextlib.contextmanager
-def _attack_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration; the model's own state is restored after."""
-    was_training = model.training
-    requires = [p.requires_grad for p in model.parameters()]
-    model.eval()
+def parameters_require_grad(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Set ``requires_grad`` of every parameter for the duration; each parameter's own flag is restored after.
+    Attacks need input gradients only; with parameters frozen autograd keeps less for the backward pass."""
+    saved = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(enabled)
     try:
         yield
     finally:
-        for p, r in zip(model.parameters(), requires, strict=True):
+        for p, r in zip(model.parameters(), saved, strict=True):
             p.requires_grad_(r)
+
+
+@contextlib.contextmanager
+def _attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the duration; the model's own state is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with parameters_require_grad(model, False):
+            yield
+    finally:
         model.train(was_training)
 
 
@@ -247,20 +257,11 @@ def evaluate(
     flags = list(dict.fromkeys(f for part in per_rank for f in part["flags"]))
     times = {k: max(part["times"][k] for part in per_rank) for k in times}  # wall time = slowest rank
 
-    results: dict[str, Any] = {}
-    for spec in specs:
-        results[spec.name] = dict(accuracy_summary(masks[spec.name]), time_s=round(times[spec.name], 3))
     main = [s.name for s in specs if s.kind == "nat" or s.eps == eps]
-    if len(specs) > 1 or specs[0].kind != "nat":
-        masks["worst"] = worst_case(masks[name] for name in main)
-        results["worst"] = dict(accuracy_summary(masks["worst"]), over=main)
-    if "nat" in results:
-        nat = results["nat"]["accuracy"]
-        if "cw20" in results:
-            results["nrr_cw"] = nrr(nat, results["cw20"]["accuracy"])
-        if "aa" in results:
-            results["nrr_aa"] = nrr(nat, results["aa"]["accuracy"])
-            results["sum_aa"] = nat + results["aa"]["accuracy"]
+    has_attack = any(s.kind != "nat" for s in specs)
+    results, worst = summarise(masks, times, worst_over=main if has_attack else ())
+    if worst is not None:
+        masks["worst"] = worst
 
     param = next(net.parameters(), None)
     protocol = {

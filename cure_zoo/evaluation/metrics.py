@@ -8,7 +8,8 @@ use Rob = AutoAttack, and Table 8's SUM is ``Nat + AA``. This module is the one 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -55,3 +56,31 @@ def worst_case(masks: Iterable[torch.Tensor]) -> torch.Tensor:
     for m in masks[1:]:
         out &= m
     return out
+
+
+def summarise(
+    masks: Mapping[str, torch.Tensor],
+    times: Mapping[str, float] | None = None,
+    worst_over: Sequence[str] = (),
+) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """The ``results`` block of an evaluation from its per-attack masks, and the worst-case mask.
+
+    Per attack: :func:`accuracy_summary` (+ ``time_s`` from ``times``). ``worst`` (over ``worst_over``, when
+    given); ``nrr_cw`` = NRR(nat, cw20), ``nrr_aa`` = NRR(nat, aa) and ``sum_aa`` = nat + aa where both ran."""
+    results: dict[str, Any] = {}
+    for name, mask in masks.items():
+        results[name] = accuracy_summary(mask)
+        if times is not None and name in times:
+            results[name]["time_s"] = round(float(times[name]), 3)
+    worst = None
+    if worst_over:
+        worst = worst_case(masks[name] for name in worst_over)
+        results["worst"] = dict(accuracy_summary(worst), over=list(worst_over))
+    if "nat" in results:
+        nat = results["nat"]["accuracy"]
+        if "cw20" in results:
+            results["nrr_cw"] = nrr(nat, results["cw20"]["accuracy"])
+        if "aa" in results:
+            results["nrr_aa"] = nrr(nat, results["aa"]["accuracy"])
+            results["sum_aa"] = nat + results["aa"]["accuracy"]
+    return results, worst

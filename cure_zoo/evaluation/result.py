@@ -15,12 +15,15 @@ compares against. It follows the team contract, with these precisions:
   at the main eps) appears when at least one attack ran.
 - ``flags`` lists warnings raised during the run (AutoAttack's own checks, budget or consistency problems);
   an empty list means none. ``time_s`` is the wall time of the whole evaluation.
+- :meth:`EvalResult.concat` combines results on consecutive chunks (resumable runs); the combined
+  ``protocol`` gains ``chunks`` (the chunk sizes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ import torch
 
 from ..errors import CureZooError
 from ..io import write_json_atomic
+from .metrics import summarise
 
 SCHEMA = "cure_zoo.eval/1"
 MASKS_ENCODING = "packbits-big-hex"
@@ -105,6 +109,41 @@ class EvalResult:
         if self.indices != other.indices or self.dataset["name"] != other.dataset["name"]:
             raise CureZooError("the two evaluations are on different images; compare runs on the same indices")
         return {k: int((self.masks[k] != other.masks[k]).sum()) for k in self.masks if k in other.masks}
+
+    @classmethod
+    def concat(cls, parts: Sequence[EvalResult]) -> EvalResult:
+        """One result from results on consecutive chunks of images (same model, dataset and protocol): masks
+        concatenated, every number recomputed from them, times and flags combined. For resumable runs."""
+        if not parts:
+            raise ValueError("concat needs at least one result")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.model.get("weights_sha256") != first.model.get("weights_sha256"):
+                raise CureZooError("cannot combine evaluations of different weights")
+            if p.dataset["name"] != first.dataset["name"] or p.protocol.get("attacks") != first.protocol.get("attacks"):
+                raise CureZooError("cannot combine evaluations of different datasets or protocols")
+            if set(p.masks) != set(first.masks):
+                raise CureZooError("cannot combine evaluations that ran different attacks")
+        if len(parts) == 1:
+            return first
+        names = [k for k in first.masks if k != "worst"]
+        masks = {k: torch.cat([p.masks[k] for p in parts]) for k in names}
+        times = {k: sum(p.results[k].get("time_s", 0.0) for p in parts) for k in names}
+        worst_over = first.results.get("worst", {}).get("over", ())
+        results, worst = summarise(masks, times, worst_over=worst_over)
+        if worst is not None:
+            masks["worst"] = worst
+        indices = [i for p in parts for i in p.indices]
+        return cls(
+            model=first.model,
+            dataset=dict(first.dataset, n_examples=len(indices), indices=indices),
+            protocol=dict(first.protocol, chunks=[p.n_examples for p in parts]),
+            results=results,
+            masks=masks,
+            time_s=round(sum(p.time_s for p in parts), 3),
+            flags=list(dict.fromkeys(f for p in parts for f in p.flags)),
+            created=first.created,
+        )
 
     # ---- JSON ------------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
