@@ -169,6 +169,7 @@ class OlahServer:
             HF_HUB_DISABLE_TELEMETRY="1",
             HF_HUB_DISABLE_UPDATE_CHECK="1",
             HF_HUB_DISABLE_XET="1",
+            OMP_NUM_THREADS="1",  # the subprocesses load and hash; one thread avoids contention on small CPUs
             PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]),
         )
         env.update(extra)

@@ -178,7 +178,7 @@ def e2e(tmp_path_factory, autoattack_resnet18):
             "smoke_weights": str(smoke / "model.safetensors"),
             "r18_weights": str(r18 / "model.safetensors"),
         }
-        env = server.client_env(root / "hf", CURE_ZOO_HF_ORG=ORG, HF_TOKEN=FAKE_TOKEN, OMP_NUM_THREADS="1")
+        env = server.client_env(root / "hf", CURE_ZOO_HF_ORG=ORG, HF_TOKEN=FAKE_TOKEN)
         proc = run_python(HUB_SESSION, env, json.dumps(args), timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
         result = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1][len("RESULT") :])
