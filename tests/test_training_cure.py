@@ -18,17 +18,7 @@ from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.recipe import load_recipe
 from cure_zoo.training.revision import RevisionModel
 from cure_zoo.training.rgp import apply_rgp_masks_, masked_parameter_names, percentile
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these steps are small, and on a shared 2-core machine a second thread mostly
-    waits (CI runs three engineers' tests at once)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.training_threads import one_thread  # noqa: F401  (autouse)
 
 TINY = {"model.architecture": "cifar_resnet18", "model.args": {"widths": [4, 8, 8, 8]}}
 

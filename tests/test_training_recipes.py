@@ -18,17 +18,7 @@ from cure_zoo.data import load_bundled
 from cure_zoo.models.zoo import PAPER_PAIRS
 from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.recipe import PRESETS, RECIPES_DIR, RecipeError, available_recipes, load_recipe
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these steps are small, and on a shared 2-core machine a second thread mostly
-    waits (CI runs three engineers' tests at once)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.training_threads import one_thread  # noqa: F401  (autouse)
 
 TABLE9 = {  # (arch, dataset) -> (p, alpha, gamma), paper Table 9; ResNet-50/101 use ResNet-18's (App. C.2)
     ("resnet18", "cifar10"): (30, 0.1, 1.0),

@@ -23,17 +23,7 @@ from cure_zoo.errors import CureZooError
 from cure_zoo.models.loader import load_model
 from cure_zoo.training import TrainingDivergedError, load_recipe, train
 from cure_zoo.training.checkpoint import CHECKPOINT_FILE
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these steps are small, and on a shared 2-core machine a second thread mostly
-    waits (CI runs three engineers' tests at once)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.training_threads import one_thread  # noqa: F401  (autouse)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "recipes" / "train.py"

@@ -1,0 +1,313 @@
+"""Step time and peak memory of one training step of ST, AT, TRADES and CURE, on the same model and batch.
+
+    python benchmarks/bench_training.py                      # ResNet-18, batch 32, CPU
+    python benchmarks/bench_training.py --arch cifar_wrn34_10 --batch 128 --device cuda
+
+What is measured (one optimisation step each: batch preparation, the method's forwards/attack/backwards,
+the SGD step and, for CURE, the revision update):
+
+* time: all methods run in the same process, interleaved round by round (the order rotates every round), so
+  machine noise hits all of them alike; the median over rounds is reported and ratios are taken against
+  TRADES and ST of the same rounds;
+* peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` after a reset, in the same process; on CPU (where
+  torch has no allocator statistics), the rise of the process's peak resident set (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` just before the first step) over the resident set at that moment, measured in a
+  fresh process per (method, round), interleaved the same way.
+
+``cure_official_style`` is a re-creation of the official code's ``rgp_soft`` step cost structure, for scale:
+four full backward passes (CE_nat, KL, total, L_CR, each into ``.grad`` and cloned), revision-model forwards
+that build autograd graphs, and a NumPy percentile with a host copy per masked tensor.
+
+Results go to ``benchmarks/results/training_steps.json`` (and a Markdown table beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import cure_zoo  # noqa: E402,F401
+from cure_zoo.data import load_bundled  # noqa: E402
+from cure_zoo.training.data import crop_flip  # noqa: E402
+from cure_zoo.training.methods import Batch, StepContext, build_method  # noqa: E402
+from cure_zoo.training.methods.cure import Cure  # noqa: E402
+from cure_zoo.training.modeling import build_model  # noqa: E402
+from cure_zoo.training.recipe import load_recipe  # noqa: E402
+from cure_zoo.training.rgp import masked_parameter_names  # noqa: E402
+
+METHODS = ["st", "at", "trades", "cure", "cure_official_style"]
+RESULTS = Path(__file__).parent / "results"
+
+
+class OfficialStyleCure(Cure):
+    """The official ``rgp_soft`` step's costs (not its exact numerics): 4 backward passes, graph-building
+    revision forwards, NumPy percentile per masked tensor."""
+
+    def step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        cfg, x, y = self.cfg, batch.x, batch.y
+        x_adv = self.adversarial(batch, ctx, self.recipe.attack)
+        z_nat, z_adv = self.forward(x), self.forward(x_adv)
+        r_nat, r_adv = self.revision.module(x), self.revision.module(x_adv)  # graphs built, then detached
+        ce_nat = F.cross_entropy(z_nat, y)
+        kl = F.kl_div(F.log_softmax(z_adv, 1), F.softmax(z_nat, 1), reduction="sum") / len(x)
+        cr = sum(
+            F.kl_div(F.log_softmax(z, 1), F.softmax(r.detach(), 1), reduction="sum") / len(x)
+            for z, r in ((z_nat, r_nat), (z_adv, r_adv))
+        )
+        total = ce_nat + cfg.beta * kl + cfg.gamma * cr
+        params = list(self.model.parameters())
+        grads = []
+        for i, loss in enumerate((ce_nat, kl, total, cr)):
+            self.model.zero_grad(set_to_none=True)
+            loss.backward(retain_graph=i < 3)
+            grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params])
+        names = set(masked_parameter_names(self.model, "rgp_soft"))
+        for i, (name, p) in enumerate(self.model.named_parameters()):
+            g = grads[2][i]
+            if name in names:
+                score = (cfg.alpha * grads[0][i] + (1 - cfg.alpha) * grads[1][i]).cpu().numpy()
+                mask = torch.from_numpy(score >= np.percentile(score, cfg.p)).to(g.device)
+                g = g * mask
+            p.grad = g
+        return {"loss": total.detach()}
+
+
+def make_method(name: str, args: argparse.Namespace, device: torch.device):
+    method = "cure" if name.startswith("cure") else name
+    recipe = load_recipe(
+        None,
+        {"method": method, "model.architecture": args.arch, "run.seed": 0, "model.channels_last": args.channels_last},
+    )
+    model = build_model(recipe).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if args.compile else model
+    method_obj = (
+        OfficialStyleCure(recipe, model, forward)
+        if name == "cure_official_style"
+        else build_method(recipe, model, forward)
+    )
+    method_obj.prepare()
+    method_obj.on_epoch_start(1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = recipe.optim
+    optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return method_obj, optimizer
+
+
+def make_batch(args: argparse.Namespace, device: torch.device, step: int) -> Batch:
+    data = load_bundled("cifar10", "train", n=args.batch)
+    g = torch.Generator(device=device).manual_seed(step)
+    x = crop_flip(data.images.to(device), g)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def noise(kind: str) -> torch.Tensor:
+        return (torch.randn if kind == "normal" else torch.rand)(x.shape, generator=g, device=device)
+
+    return Batch(x, data.labels.to(device), 1.0, noise)
+
+
+def autocast_factory(args: argparse.Namespace, device: torch.device):
+    if args.amp == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def one_step(method, optimizer, batch: Batch, ctx: StepContext, device: torch.device) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    stats = method.step(batch, ctx)
+    float(stats["loss"])  # the trainer's per-step synchronisation
+    optimizer.step()
+    method.after_step(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_floor_extra(method, batch: Batch, device: torch.device) -> float:
+    """What CURE must add to a TRADES step at the least: two more branch backward passes (one per extra
+    per-objective gradient) and two no-grad forwards of the revision model, timed on this model and batch."""
+    model = method.model
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        model(batch.x)
+    sync()
+    t_fwd = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    F.cross_entropy(model(batch.x), batch.y).backward()
+    sync()
+    t_fwd_bwd = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    return 2 * max(t_fwd_bwd - t_fwd, 0.0) + 2 * t_fwd
+
+
+def _vm(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Print the peak-RSS rise of two steps of ``args.memory_child`` (fresh process, CPU)."""
+    device = torch.device("cpu")
+    method, optimizer = make_method(args.memory_child, args, device)
+    batch = make_batch(args, device, 0)
+    ctx = StepContext(1, autocast_factory(args, device), lambda tensors: None)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    base = _vm("VmRSS")
+    for _ in range(2):
+        one_step(method, optimizer, batch, ctx, device)
+    print(json.dumps({"peak_rise_bytes": _vm("VmHWM") - base}))
+
+
+def markdown(result: dict) -> str:
+    """The results as a Markdown table (also regenerated from a JSON file with ``--markdown-from``)."""
+    setup, names = result["setup"], list(result["step_time_s"])
+    lines = [
+        f"# Training step benchmark: {setup['arch']}, batch {setup['batch']}, {setup['device']} "
+        f"({setup['torch_threads']} threads, torch {setup['torch']})",
+        "",
+        "| method | step time (median) | x TRADES | x ST | peak memory (median) | memory x TRADES |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        ratios = result["ratios_vs_trades"].get(n, {})
+        mem = result["peak_memory_bytes"][n]["median"]
+        mem_s = f"{mem / 2**20:.1f} MiB" if mem is not None else "-"
+        mem_r = f"{ratios['memory']:.2f}" if ratios.get("memory") else "-"
+        lines.append(
+            f"| {n} | {result['step_time_s'][n]['median']:.3f} s | {ratios.get('time', float('nan')):.2f} | "
+            f"{result['time_ratio_vs_st'].get(n, float('nan')):.2f} | {mem_s} | {mem_r} |"
+        )
+    lines += [
+        "",
+        f"Time ratios: median over {setup['rounds']} rounds of the per-round ratio (methods interleaved in one "
+        f"process, order rotating each round). Memory: {setup['memory_method']}.",
+    ]
+    if result.get("cure_floor_ratio_vs_trades"):
+        lines.append(
+            f"Floor for CURE (a TRADES step + 2 more branch backward passes + 2 no-grad forwards, timed on the same "
+            f"model and batch in the same rounds): {result['cure_floor_ratio_vs_trades']:.2f} x TRADES."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="cifar_resnet18")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--memory-rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["none", "bf16"], default="none")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--markdown-from", help="only rewrite the Markdown table of this results JSON")
+    parser.add_argument("--output", default=str(RESULTS / "training_steps.json"))
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args)
+        return
+    if args.markdown_from:
+        path = Path(args.markdown_from)
+        path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+        return
+    device = torch.device(args.device)
+    names = args.methods.split(",")
+    setups = {n: make_method(n, args, device) for n in names}
+    ctx = StepContext(1, autocast_factory(args, device), lambda tensors: None)
+    batch = make_batch(args, device, 0)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    memory: dict[str, list[int]] = {n: [] for n in names}
+    floor: list[float] = []
+    for r in range(args.rounds + 1):  # round 0 warms up
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            method, optimizer = setups[n]
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                start_mem = torch.cuda.memory_allocated(device)
+            t0 = time.perf_counter()
+            one_step(method, optimizer, batch, ctx, device)
+            if r > 0:
+                times[n].append(time.perf_counter() - t0)
+                if device.type == "cuda":
+                    memory[n].append(torch.cuda.max_memory_allocated(device) - start_mem)
+        if r > 0 and "trades" in setups:
+            floor.append(time_floor_extra(setups["trades"][0], batch, device))
+        print(f"round {r}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names if times[n]), flush=True)
+    if device.type == "cpu":
+        for r in range(args.memory_rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for n in order:
+                cmd = [sys.executable, __file__, "--memory-child", n, "--arch", args.arch, "--batch", str(args.batch)]
+                cmd += ["--amp", args.amp] + (["--channels-last"] if args.channels_last else [])
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                memory[n].append(json.loads(out)["peak_rise_bytes"])
+                print(f"memory round {r}: {n} {memory[n][-1] / 2**20:.1f} MiB", flush=True)
+    med_t = {n: statistics.median(v) for n, v in times.items()}
+
+    def paired(n: str, base: str) -> float:
+        """Median over rounds of the per-round ratio (both measured in the same round)."""
+        return statistics.median(a / b for a, b in zip(times[n], times[base], strict=True))
+
+    med_m = {n: statistics.median(v) for n, v in memory.items() if v}
+    result = {
+        "what": "one training step (attack, forwards, backwards, SGD step, revision update)",
+        "setup": {
+            "arch": args.arch,
+            "batch": args.batch,
+            "device": str(device),
+            "amp": args.amp,
+            "channels_last": args.channels_last,
+            "compile": args.compile,
+            "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "rounds": args.rounds,
+            "memory_method": "torch.cuda.max_memory_allocated"
+            if device.type == "cuda"
+            else "peak RSS rise (VmHWM after clear_refs), fresh process per (method, round)",
+        },
+        "step_time_s": {n: {"median": med_t[n], "all": times[n]} for n in names},
+        "peak_memory_bytes": {n: {"median": med_m.get(n), "all": memory[n]} for n in names},
+        "ratios_vs_trades": {
+            n: {"time": paired(n, "trades"), "memory": med_m[n] / med_m["trades"] if med_m else None}
+            for n in names
+            if "trades" in med_t
+        },
+        "time_ratio_vs_st": {n: paired(n, "st") for n in names if "st" in med_t},
+        "cure_floor_ratio_vs_trades": statistics.median(
+            (t + f) / t for t, f in zip(times["trades"], floor, strict=True)
+        )
+        if floor
+        else None,
+        "ratio_note": "time ratios are medians of per-round ratios (same round, interleaved)",
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
