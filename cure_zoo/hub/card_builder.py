@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CureZooError
-from ..io import sha256_file, write_json_atomic, write_text_atomic
+from ..io import atomic_write, sha256_file, write_json_atomic, write_text_atomic
 from .cards import CardData, render_card
 from .claims import EVAL_FILE, claims_from_eval
 from .paper_results import reported_for, tradeoff_baselines
@@ -108,8 +108,7 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
         )
     target = run_dir / EVAL_FILE
     if eval_path.resolve() != target.resolve():
-        shutil.copyfile(eval_path, target.with_name(f".{EVAL_FILE}.tmp"))
-        target.with_name(f".{EVAL_FILE}.tmp").replace(target)
+        atomic_write(target, lambda tmp: shutil.copyfile(eval_path, tmp))
     claims = claims_from_eval(result, eval_sha256=sha256_file(target))
     config[CONFIG_BLOCK] = dict(zoo, weights_sha256=sha, claims=claims)
     write_json_atomic(run_dir / CONFIG_FILE, config)
