@@ -220,6 +220,13 @@ def test_push_sends_exactly_the_dry_run_upload_in_one_commit(e2e):
     pushed, writer = e2e["pushed"], e2e["writer"]
     assert pushed.returncode == 0, pushed.stderr
     assert re.search(r"pushed 7 files to test-org/cure-smoke in one commit [0-9a-f]{40}", pushed.stdout)
+    # the record that pins it in published.json: the new commit and the card's headline numbers
+    claims = json.loads((e2e["smoke"] / "config.json").read_text())["cure_zoo"]["claims"]["results"]
+    oid = re.search(r"in one commit ([0-9a-f]{40})", pushed.stdout).group(1)
+    record = json.loads(pushed.stdout.split("published.json: ")[1])
+    assert record == {
+        "<model name>": {"revision": oid, "claims": {k: round(v["accuracy"], 2) for k, v in claims.items()}}
+    }
     listed = e2e["listings"][f"{ORG}/cure-smoke"]
     names = sorted(name for name, _, _ in listed)
     assert {

@@ -160,8 +160,21 @@ def _upload(files, repo_id, *, revision, private, commit_message, out) -> Any:
             f"push to {repo_id} failed to {step}: {_describe(err, token)}; nothing was committed"
         ) from None
     out(f"pushed {len(files)} files to {repo_id} in one commit {info.oid} ({info.commit_url})")
-    out(f'pin it: set "revision": "{info.oid}" for this model in cure_zoo/models/published.json')
+    out(
+        "to serve it under its registered name, add to cure_zoo/models/published.json: "
+        + _published_entry(files, info.oid)
+    )
     return info
+
+
+def _published_entry(files: list[UploadFile], revision: str) -> str:
+    """The published.json record for this push: the pinned commit and the headline claims (2 decimals)."""
+    config = json.loads(next(f for f in files if f.path_in_repo == CONFIG_FILE).local_path.read_text())
+    zoo = config.get(CONFIG_BLOCK) or {}
+    results = (zoo.get("claims") or {}).get("results", {})
+    claims = {k: round(v["accuracy"] if isinstance(v, dict) else v, 2) for k, v in results.items()}
+    name = zoo.get("model_name") or "<model name>"
+    return json.dumps({name: {"revision": revision, "claims": claims}})
 
 
 def _describe(err: Exception, token: str) -> str:
