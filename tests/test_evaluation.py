@@ -19,19 +19,19 @@ QUIET = dict(progress=False, notify=lambda message: None)
 def test_natural_resnet18_is_not_robust_at_8_255(autoattack_resnet18, cifar10_test):
     model = autoattack_resnet18
     model.train()  # evaluate() must switch to eval mode itself and give the training flag back
-    result = evaluate(model, cifar10_test.take(12), "nat,pgd20", batch_size=12, **QUIET)
+    result = evaluate(model, cifar10_test.take(8), "nat,pgd20", batch_size=8, **QUIET)
     assert model.training
     model.eval()
     nat, pgd20 = result.results["nat"], result.results["pgd20"]
-    assert nat["correct"] >= 10 and nat["n"] == 12  # 93.8% on the bundled images
-    assert pgd20["correct"] == 0 and pgd20["ci95"][0] == 0.0 and 0 < pgd20["ci95"][1] < 30
+    assert nat["correct"] >= 7 and nat["n"] == 8  # 93.8% on the bundled images
+    assert pgd20["correct"] == 0 and pgd20["ci95"][0] == 0.0 and 0 < pgd20["ci95"][1] < 40
     assert result.results["worst"]["correct"] == 0
     p = result.protocol
     assert p["eps"] == 8 / 255 and p["dtype"] == "float32" and p["device"] == "cpu"
     assert p["attacks"]["pgd20"]["steps"] == 20 and p["attacks"]["pgd20"]["random_start"].startswith("uniform")
     assert p["attacks"]["pgd20"]["step_size"] == 0.003 and p["attacks"]["pgd20"]["loss"] == "ce"
     assert p["versions"]["pyautoattack"] == pyautoattack.__version__
-    assert result.indices == list(range(12)) and result.dataset["name"] == "cifar10"
+    assert result.indices == list(range(8)) and result.dataset["name"] == "cifar10"
 
 
 def test_autoattack_equals_pyautoattack_called_directly(cifar10_test):
