@@ -392,23 +392,6 @@ def judge_derived(metric: str, claimed: float, claims_acc: dict[str, dict], verd
 # the command
 
 
-def _load(spec: str) -> Any:
-    from ..models.loader import load_model
-
-    try:
-        return load_model(spec)
-    except CureZooError:
-        raise
-    except Exception as err:  # huggingface_hub errors from timm's own hf-hub: config fetch
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-        if isinstance(err, (HfHubHTTPError, LocalEntryNotFoundError, OSError)):
-            from .weights import _hub_reason
-
-            raise CureZooError(f"cannot load {spec}: {_hub_reason(err)}") from None
-        raise
-
-
 def verify(
     spec: str,
     *,
@@ -425,8 +408,9 @@ def verify(
     """Re-measure ``spec``'s claims; see the module doc for the rule. Raises CureZooError for bad input."""
     from ..data.testsets import load_testset
     from ..evaluation.result import indices_to_ranges, ranges_to_indices
+    from ..models.loader import load_model
 
-    loaded = _load(spec)
+    loaded = load_model(spec)
     source = claim_source(loaded)
     claims = source.claims
     protocol, cdata = claims["protocol"], claims["dataset"]

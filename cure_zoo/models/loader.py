@@ -14,7 +14,7 @@ import timm
 import torch.nn as nn
 from timm.models import get_pretrained_cfg
 
-from ..errors import CureZooError, UnknownModelError
+from ..errors import CureZooError, PretrainedWeightsError, UnknownModelError
 from ..hub.weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, verify_sha256
 from ..io import sha256_file
 from .zoo import ZOO, ZooEntry, find_entry
@@ -59,7 +59,7 @@ def load_model(spec: str, pretrained: bool = True, **kwargs: Any) -> LoadedModel
     """Build the model ``spec`` names, in eval mode, with its weights and their sha256."""
     path = Path(spec)
     if spec.startswith("hf-hub:"):
-        model = timm.create_model(spec, pretrained=pretrained, **kwargs)
+        model = _create_from_hub(spec, pretrained, **kwargs)
         name = model.pretrained_cfg.get("architecture", spec)
         entry = None
     elif path.suffix == ".safetensors" or path.is_dir():
@@ -71,6 +71,21 @@ def load_model(spec: str, pretrained: bool = True, **kwargs: Any) -> LoadedModel
         raise unknown_model_error(spec)
     file = model.pretrained_cfg.get("file") if pretrained else None
     return LoadedModel(model.eval(), spec, name, file, _sha(file), entry)
+
+
+def _create_from_hub(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """``timm.create_model('hf-hub:...')``; timm fetches config.json itself, so its Hub errors are turned
+    into one clear line here."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from ..hub.weights import _hub_reason
+
+    try:
+        return timm.create_model(spec, pretrained=pretrained, **kwargs)
+    except CureZooError:
+        raise
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        raise PretrainedWeightsError(f"cannot load {spec}: {_hub_reason(err)}") from None
 
 
 def read_run_config(directory: Path) -> dict[str, Any]:
