@@ -243,49 +243,9 @@ def measure(
             state.mkdir(parents=True, exist_ok=True)
             result.save(path)
         parts.append(result)
-    merged = merge_results(parts)
+    merged = EvalResult.concat(parts)
     shutil.rmtree(state, ignore_errors=True)  # complete: the next verify measures afresh
     return merged
-
-
-def merge_results(parts: list[Any]) -> Any:
-    """One :class:`EvalResult` from results on consecutive chunks of images (same model and protocol)."""
-    from ..evaluation import accuracy_summary, nrr
-    from ..evaluation.result import EvalResult
-
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    masks = {k: torch.cat([p.masks[k] for p in parts]) for k in first.masks}
-    results: dict[str, Any] = {}
-    for name, value in first.results.items():
-        if isinstance(value, dict):
-            results[name] = dict(
-                accuracy_summary(masks[name]),
-                time_s=round(sum(p.results[name]["time_s"] for p in parts if "time_s" in p.results[name]), 3),
-            )
-            if "over" in value:
-                results[name]["over"] = value["over"]
-    nat = results.get("nat", {}).get("accuracy")
-    if nat is not None:
-        if "cw20" in results:
-            results["nrr_cw"] = nrr(nat, results["cw20"]["accuracy"])
-        if "aa" in results:
-            results["nrr_aa"] = nrr(nat, results["aa"]["accuracy"])
-            results["sum_aa"] = nat + results["aa"]["accuracy"]
-    indices = [i for p in parts for i in p.indices]
-    dataset = dict(first.dataset, n_examples=len(indices), indices=indices)
-    protocol = dict(first.protocol, chunks=[len(p.indices) for p in parts])
-    return EvalResult(
-        first.model,
-        dataset,
-        protocol,
-        results,
-        masks,
-        round(sum(p.time_s for p in parts), 3),
-        list(dict.fromkeys(f for p in parts for f in p.flags)),
-        first.created,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
