@@ -15,6 +15,7 @@ Images come back in official order as float32 [0, 1] tensors; ``n`` takes the fi
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import sys
@@ -42,11 +43,15 @@ def _print_notice(message: str) -> None:
     print(f"notice: {message}", file=sys.stderr)
 
 
-def _torchvision_testset(dataset: str, root: Path, download: bool):
-    """The torchvision test split of ``dataset`` under ``root``; RuntimeError if absent (and not downloaded)."""
+def _torchvision_class(dataset: str):
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, get_dataset_info(dataset).torchvision_class)
+    return getattr(tvd, get_dataset_info(dataset).torchvision_class)
+
+
+def _torchvision_testset(dataset: str, root: Path, download: bool):
+    """The torchvision test split of ``dataset`` under ``root``; RuntimeError if absent (and not downloaded)."""
+    cls = _torchvision_class(dataset)
     if dataset == "svhn":
         return cls(str(root), split="test", download=download)
     return cls(str(root), train=False, download=download)
@@ -88,10 +93,13 @@ def load_testset(
             try:
                 ds = _download(dataset, root)
                 return _select(_to_imageset(ds, dataset, root), n)
-            except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError
-                reason += f" and the download failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+            # URLError and timeouts are OSErrors, a reply that is not HTTP an HTTPException; torchvision raises
+            # RuntimeError for a download that fails its md5
+            except (OSError, RuntimeError, http.client.HTTPException) as err:
+                first_line = str(err).partition("\n")[0][:120]  # "" for an exception without a message
+                reason += f" and the download failed ({type(err).__name__}: {first_line})"
         else:
-            reason += " and downloading is off (offline)"
+            reason += " and downloading is off" + (" (offline)" if download == "auto" else "")
     if "test" not in info.bundled:
         raise DatasetError(
             f"{reason}, and no {dataset} images ship with the package; download the {info.torchvision_class} "
@@ -115,8 +123,23 @@ def _download(dataset: str, root: Path):
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # no network should fail fast, not hang
     try:
         return _torchvision_testset(dataset, root, download=True)
+    except BaseException:
+        _remove_failed_download(dataset, root)
+        raise
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _remove_failed_download(dataset: str, root: Path) -> None:
+    """Delete the file torchvision was downloading if it is truncated or corrupted (it leaves it where it wrote
+    it); an archive that passes its md5 is kept."""
+    from torchvision.datasets.utils import check_integrity
+
+    cls = _torchvision_class(dataset)
+    filename, md5 = cls.split_list["test"][1:] if dataset == "svhn" else (cls.filename, cls.tgz_md5)
+    path = root / filename
+    if path.is_file() and not check_integrity(path, md5):
+        path.unlink()
 
 
 def _select(images: ImageSet, n: int | None) -> ImageSet:
