@@ -5,18 +5,22 @@
 
 What is measured:
 
-* PGD-20 (eps 8/255, step 0.003, uniform random start, CE): images per second of one attack call on the
-  same model and the same batch of real CIFAR-10 test images, in one process. Three variants run interleaved
-  round by round (the order rotates every round, so machine noise hits all alike), the median over rounds is
-  reported, and ratios are taken against torchattacks within the same rounds:
-  - ``cure_zoo``: what ``evaluate()`` runs: the per-image counter-based start and ``cure_zoo.attacks.pgd``,
-    with parameter gradients switched off for the duration (``evaluate`` does this);
-  - ``cure_zoo_params_grad``: the same with the model's parameters left requiring grad (as torchattacks
-    gets it), to show what the switch is worth;
-  - ``torchattacks``: ``torchattacks.PGD(model, eps, alpha=0.003, steps=20, random_start=True)(x, y)``.
+* PGD-20 (eps 8/255, step 0.003, uniform random start, CE) followed by the forward pass that classifies the
+  result: images per second on the same model and the same batch of real CIFAR-10 test images, in one
+  process. The variants run interleaved round by round (the order rotates every round, so machine noise hits
+  all alike), the median over rounds is reported, and ratios are taken against torchattacks within the same
+  rounds:
+  - ``cure_zoo``: what ``evaluate()`` runs (``attack_batch`` under ``attack_mode``: eval mode, parameters
+    frozen, the per-image counter-based start), with weights and images in evaluate's default layout for the
+    device (channels_last on the CPU, NCHW on CUDA);
+  - ``torchattacks``: ``torchattacks.PGD(model, eps, alpha=0.003, steps=20, random_start=True)(x, y)`` on the
+    model as given (NCHW), then one forward;
+  - where the default layout is not NCHW, also ``cure_zoo_nchw`` and ``torchattacks_channels_last``: both
+    in the other layout, to show that the gain is the layout (the two PGDs do the same passes).
 * AutoAttack (standard, L-inf 8/255, through ``cure_zoo.evaluation.autoattack``): wall time on the first
-  ``--aa-images`` bundled test images, scaled to 100 images. On a naturally trained model APGD-CE breaks
-  every image, so APGD-T, FAB-T and Square are skipped: robust models cost several times more.
+  ``--aa-images`` bundled test images, scaled to 100 images, in evaluate's default layout and in NCHW. On a
+  naturally trained model APGD-CE breaks every image, so APGD-T, FAB-T and Square are skipped: robust models
+  cost several times more.
 
 Results go to ``benchmarks/results/attacks.json`` and ``attacks.md``.
 """
@@ -38,37 +42,50 @@ import torch  # noqa: E402
 import torchattacks  # noqa: E402
 
 import cure_zoo  # noqa: E402,F401
-from cure_zoo.attacks import ce_loss, indexed_uniform_start, pgd  # noqa: E402
 from cure_zoo.data import load_bundled  # noqa: E402
 from cure_zoo.evaluation import resolve_device  # noqa: E402
 from cure_zoo.evaluation.autoattack import run_autoattack  # noqa: E402
-from cure_zoo.evaluation.engine import library_versions, parameters_require_grad  # noqa: E402
+from cure_zoo.evaluation.engine import (  # noqa: E402
+    attack_batch,
+    attack_mode,
+    in_memory_format,
+    library_versions,
+    resolve_memory_format,
+)
+from cure_zoo.evaluation.protocol import parse_attacks  # noqa: E402
 from cure_zoo.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 EPS, STEP, STEPS = 8 / 255, 0.003, 20
 
 
-def make_variants(model, x, y, idx):
-    def ours():
-        delta = indexed_uniform_start(x, EPS, 0, idx)
-        return pgd(model, x, lambda z: ce_loss(z, y), eps=EPS, step_size=STEP, steps=STEPS, delta=delta)
+def make_variants(model, x, y, idx, device):
+    """Each variant attacks the batch and classifies the result (what an evaluation needs) -> bool [B]."""
+    (pgd20,) = parse_attacks("pgd20", EPS)
+    layout = resolve_memory_format("auto", device)
 
-    def ours_frozen():
-        with parameters_require_grad(model, False):
-            return ours()
+    def ours(memory_format):
+        def run():
+            with attack_mode(model), in_memory_format(model, memory_format):
+                return attack_batch(model, pgd20, x.contiguous(memory_format=memory_format), y, idx, seed=0)
 
-    def ours_params_grad():
-        with parameters_require_grad(model, True):
-            return ours()
+        return run
 
     attack = torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=STEPS, random_start=True)
 
-    def ta():
-        with parameters_require_grad(model, True):
-            return attack(x, y)
+    def ta(memory_format):
+        def run():
+            with in_memory_format(model, memory_format):
+                x_adv = attack(x.contiguous(memory_format=memory_format), y)
+                with torch.no_grad():
+                    return model(x_adv).argmax(1) == y
 
-    return {"cure_zoo": ours_frozen, "cure_zoo_params_grad": ours_params_grad, "torchattacks": ta}
+        return run
+
+    variants = {"cure_zoo": ours(layout), "torchattacks": ta(torch.contiguous_format)}
+    if layout != torch.contiguous_format:  # the same two in the other layout, to show where the gain comes from
+        variants |= {"cure_zoo_nchw": ours(torch.contiguous_format), "torchattacks_channels_last": ta(layout)}
+    return variants
 
 
 def timed(fn, device) -> float:
@@ -97,7 +114,7 @@ def main() -> None:
     model = timm.create_model(args.model, pretrained=True).eval().to(device)
     data = load_bundled("cifar10", "test")
     x, y, idx = data.images[: args.batch].to(device), data.labels[: args.batch].to(device), data.indices[: args.batch]
-    variants = make_variants(model, x, y, idx)
+    variants = make_variants(model, x, y, idx, device)
     names = list(variants)
     for fn in variants.values():  # warm-up (allocator, kernels, torchattacks' first-call checks)
         fn()
@@ -115,29 +132,36 @@ def main() -> None:
         }
         for n, t in times.items()
     }
-    ratio_rounds = [a / b for a, b in zip(times["torchattacks"], times["cure_zoo"], strict=True)]
-    ratio_rounds_pg = [a / b for a, b in zip(times["torchattacks"], times["cure_zoo_params_grad"], strict=True)]
+    ratios = {
+        n: [ta / t for ta, t in zip(times["torchattacks"], times[n], strict=True)] for n in names if n != "torchattacks"
+    }
 
     aa = None
     if args.aa_images:
         sub = data.take(args.aa_images)
-        t0 = time.perf_counter()
-        with parameters_require_grad(model, False):
-            outcome = run_autoattack(
-                model, sub.images, sub.labels, eps=EPS, seed=0, batch_size=args.aa_images, device=device
-            )
-        seconds = time.perf_counter() - t0
-        aa = {
-            "images": args.aa_images,
-            "seconds": round(seconds, 2),
-            "seconds_per_100_images": round(seconds * 100 / args.aa_images, 1),
-            "robust_accuracy": float(outcome.robust.float().mean()),
-            "sub_attacks_run": list(outcome.accuracy_after),
-            "note": "scaled linearly from the images measured; APGD-CE breaks a natural model, so the other "
-            "three sub-attacks did not run"
+        aa = {"images": args.aa_images, "layouts": {}}
+        layouts = {"evaluate default": resolve_memory_format("auto", device), "nchw": torch.contiguous_format}
+        for label, layout in layouts.items():
+            if label == "nchw" and layout == layouts["evaluate default"]:
+                continue
+            t0 = time.perf_counter()
+            with attack_mode(model), in_memory_format(model, layout):
+                outcome = run_autoattack(
+                    model, sub.images, sub.labels, eps=EPS, seed=0, batch_size=args.aa_images, device=device
+                )
+            seconds = time.perf_counter() - t0
+            aa["layouts"][label] = {
+                "memory_format": str(layout).replace("torch.", ""),
+                "seconds": round(seconds, 2),
+                "seconds_per_100_images": round(seconds * 100 / args.aa_images, 1),
+                "robust_accuracy": float(outcome.robust.float().mean()),
+                "sub_attacks_run": list(outcome.accuracy_after),
+            }
+        aa["note"] = "scaled linearly from the images measured; one run per layout (not interleaved); " + (
+            "APGD-CE breaks a natural model, so the other three sub-attacks did not run"
             if len(outcome.accuracy_after) < 4
-            else "all four sub-attacks ran",
-        }
+            else "all four sub-attacks ran"
+        )
 
     report = {
         "benchmark": "PGD-20 throughput vs torchattacks; AutoAttack time",
@@ -148,15 +172,16 @@ def main() -> None:
         "batch": args.batch,
         "rounds": args.rounds,
         "pgd20": pgd_results,
-        "ratio_cure_zoo_vs_torchattacks": {
-            "median_of_round_ratios": statistics.median(ratio_rounds),
-            "min": min(ratio_rounds),
-            "max": max(ratio_rounds),
+        "variants": {
+            "cure_zoo": "evaluate()'s path: attack_batch with the model in eval mode, parameters frozen, weights and "
+            "images in evaluate's default layout for this device",
+            "cure_zoo_nchw": "the same in NCHW (contiguous)",
+            "torchattacks": "torchattacks.PGD(model, eps, alpha=0.003, steps=20, random_start=True) on the model as "
+            "given (NCHW, parameters requiring grad), then one forward to classify",
+            "torchattacks_channels_last": "the same with the model and images in channels_last",
         },
-        "ratio_cure_zoo_params_grad_vs_torchattacks": {
-            "median_of_round_ratios": statistics.median(ratio_rounds_pg),
-            "min": min(ratio_rounds_pg),
-            "max": max(ratio_rounds_pg),
+        "speed_vs_torchattacks": {
+            n: {"median_of_round_ratios": statistics.median(r), "min": min(r), "max": max(r)} for n, r in ratios.items()
         },
         "autoattack": aa,
         "versions": library_versions() | {"torchattacks": torchattacks.__version__},
@@ -166,22 +191,22 @@ def main() -> None:
     md = [
         f"# Attack benchmarks ({args.model}, {report['device']}, batch {args.batch}, {args.rounds} interleaved rounds)",
         "",
-        "| variant | median s / batch | images/s | speed vs torchattacks (median of per-round ratios) |",
+        "| variant | median s / batch | images/s | speed vs torchattacks (median of per-round ratios, range) |",
         "|---|---|---|---|",
     ]
     for n in names:
-        ratio = (
-            "1.00"
-            if n == "torchattacks"
-            else f"{statistics.median(ratio_rounds if n == 'cure_zoo' else ratio_rounds_pg):.2f}"
-        )
+        ratio = f"{statistics.median(ratios[n]):.2f}" if n in ratios else "1.00"
+        if n in ratios:
+            ratio += f" ({min(ratios[n]):.2f}-{max(ratios[n]):.2f})"
         md.append(f"| {n} | {pgd_results[n]['median_s']:.3f} | {pgd_results[n]['images_per_s']:.1f} | {ratio} |")
     if aa:
-        md += [
-            "",
-            f"AutoAttack standard (L-inf 8/255) on {aa['images']} images: {aa['seconds']} s, i.e. "
-            f"{aa['seconds_per_100_images']} s per 100 images ({aa['note']}).",
-        ]
+        md.append("")
+        for label, run in aa["layouts"].items():
+            md.append(
+                f"AutoAttack standard (L-inf 8/255), {label} ({run['memory_format']}), on {aa['images']} images: "
+                f"{run['seconds']} s, i.e. {run['seconds_per_100_images']} s per 100 images."
+            )
+        md.append(f"({aa['note']}.)")
     write_text_atomic(Path(args.out).with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
 

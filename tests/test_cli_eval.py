@@ -70,6 +70,23 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, capsys, args, message):
     assert err.startswith("cure-zoo eval: error: ") and message in err
 
 
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval", "m", "--memory-format", "nhwc"], "argument --memory-format: invalid choice: 'nhwc'"),
+        (["eval", "m", "--batch-size", "many"], "argument --batch-size: invalid int value: 'many'"),
+        (["evl"], "argument COMMAND: invalid choice: 'evl'"),
+        (["eval"], "the following arguments are required: MODEL"),
+    ],
+)
+def test_usage_mistakes_are_one_line_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "--help')" in err
+
+
 def test_a_model_that_outputs_probabilities_is_refused(capsys):
     assert main(["eval", "_test_probability_model", "--attacks", "nat", "--n-examples", "4", "--no-progress"]) == 2
     assert "outputs probabilities" in capsys.readouterr().err

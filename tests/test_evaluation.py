@@ -52,6 +52,21 @@ def test_autoattack_equals_pyautoattack_called_directly(cifar10_test):
     assert "apgd-ce" in wrapped.accuracy_after and ours.flags == []
 
 
+def test_autoattack_equals_pyautoattack_when_all_four_sub_attacks_run(cifar10_test):
+    """At 0.25/255 the tiny model keeps both images through APGD-CE, APGD-T breaks one (test image 7) and
+    the other (test image 2) survives FAB-T and Square too, so every stage of the standard pipeline runs and
+    is compared with pyautoattack called directly (same seed, same batch)."""
+    model, eps, pick = tiny_model(), 0.25 / 255, [2, 7]
+    x, y = cifar10_test.images[pick], cifar10_test.labels[pick]
+    ours = run_autoattack(model, x, y, eps=eps, seed=5, batch_size=2, device=torch.device("cpu"))
+    direct = pyautoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=5, device="cpu")
+    x_direct, y_direct = direct.run_standard_evaluation(x, y, batch_size=2)
+    assert list(ours.accuracy_after) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert ours.accuracy_after["apgd-ce"] == 1.0 and ours.accuracy_after["square"] == 0.5
+    assert torch.equal(ours.x_adv, x_direct) and torch.equal(ours.robust, y_direct == y)
+    assert ours.robust.tolist() == [True, False]
+
+
 class _Noisy(nn.Module):
     """A randomised 'defence' (noise on the logits even in eval mode): AutoAttack's own check must fire."""
 
@@ -96,6 +111,22 @@ def test_same_seed_same_masks_and_batch_size_does_not_matter(cifar10_test):
     assert a.results["nrr_cw"] == pytest.approx(
         2 * a.accuracy("nat") * a.accuracy("cw20") / (a.accuracy("nat") + a.accuracy("cw20"))
     )
+
+
+def test_memory_format_changes_speed_not_results_and_the_model_is_given_back(autoattack_resnet18, cifar10_test):
+    """channels_last (the CPU default) and NCHW give the same per-sample outcomes on the real ResNet-18; the
+    layout is recorded, and the model's own tensors (storage and strides) are put back afterwards."""
+    model, images = autoattack_resnet18, cifar10_test.take(16)
+    before = {n: (t.data_ptr(), t.stride()) for n, t in model.state_dict().items()}
+    args = dict(eps="1/255", batch_size=16, **QUIET)
+    auto = evaluate(model, images, "nat,pgd20", **args)
+    nchw = evaluate(model, images, "nat,pgd20", memory_format="contiguous", **args)
+    assert auto.protocol["memory_format"] == "channels_last" and nchw.protocol["memory_format"] == "contiguous_format"
+    assert auto.differing_samples(nchw) == {k: 0 for k in auto.masks}
+    assert 0 < auto.results["pgd20"]["correct"] < auto.results["nat"]["correct"]  # a mix, so the check means something
+    assert {n: (t.data_ptr(), t.stride()) for n, t in model.state_dict().items()} == before
+    with pytest.raises(CureZooError, match="unknown memory format 'nhwc'; use one of auto, channels_last"):
+        evaluate(model, images, "nat", memory_format="nhwc", **QUIET)
 
 
 def test_result_json_round_trip_keeps_everything(tmp_path, cifar10_test):

@@ -31,6 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD starts and AutoAttack (default 0)")
     p.add_argument(
+        "--memory-format",
+        choices=["auto", "channels_last", "contiguous"],
+        default="auto",
+        help="layout of weights and images during the attacks; auto (default): channels_last on CPU, NCHW on CUDA",
+    )
+    p.add_argument(
         "--data-dir", default=None, help="folder with (or for) the torchvision dataset; default $CURE_ZOO_DATA"
     )
     p.add_argument("--no-download", action="store_true", help="never download the dataset")
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             seed=args.seed,
             eps=args.eps,
+            memory_format=args.memory_format,
             data_dir=args.data_dir,
             download=False if args.no_download else "auto",
             progress=not args.no_progress,

@@ -14,8 +14,15 @@ import sys
 COMMANDS = ["list", "eval", "card", "push", "verify"]
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Usage mistakes (unknown option, bad choice, missing argument) as one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="cure-zoo",
         description="A timm model zoo of adversarially robust classifiers trained with CURE (ICLR 2024).",
         epilog="Run 'cure-zoo COMMAND --help' for a command's options.",
