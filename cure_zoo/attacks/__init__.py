@@ -6,12 +6,13 @@ Evaluation (PGD-20/100, CW-inf) and training (PGD-AT, TRADES/CURE inner maximisa
 
 from .counter_rng import counter_uniform
 from .losses import ce_loss, cw_margin_loss, kl_loss
-from .pgd import gaussian_start, indexed_uniform_start, pgd, uniform_start
+from .pgd import frozen_parameters, gaussian_start, indexed_uniform_start, pgd, uniform_start
 
 __all__ = [
     "ce_loss",
     "counter_uniform",
     "cw_margin_loss",
+    "frozen_parameters",
     "gaussian_start",
     "indexed_uniform_start",
     "kl_loss",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -26,6 +27,20 @@ def indexed_uniform_start(x: torch.Tensor, eps: float, seed: int, indices: torch
 def gaussian_start(x: torch.Tensor, std: float = 0.001) -> torch.Tensor:
     """The TRADES/CURE training start: ``0.001 * N(0, I)``."""
     return torch.randn_like(x) * std
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """``requires_grad=False`` on every parameter for the duration; each parameter's own flag is restored after.
+    Attacks need input gradients only; with the parameters frozen autograd records less in the forward pass."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
 
 
 def pgd(

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..attacks import ce_loss, cw_margin_loss, indexed_uniform_start, pgd
+from ..attacks import ce_loss, cw_margin_loss, frozen_parameters, indexed_uniform_start, pgd
 from ..data import ImageSet, get_dataset_info
 from ..errors import CureZooError
 from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
@@ -118,20 +118,6 @@ def check_logits(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
         )
 
 
-@contextlib.contextmanager
-def parameters_require_grad(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Set ``requires_grad`` of every parameter for the duration; each parameter's own flag is restored after.
-    Attacks need input gradients only; with parameters frozen autograd keeps less for the backward pass."""
-    saved = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(enabled)
-    try:
-        yield
-    finally:
-        for p, r in zip(model.parameters(), saved, strict=True):
-            p.requires_grad_(r)
-
-
 def resolve_memory_format(memory_format: str, device: torch.device) -> torch.memory_format:
     """``auto`` -> channels_last on the CPU, where oneDNN's convolutions run PGD 1.1-1.5x faster in it
     (``benchmarks/bench_attacks.py``), and contiguous (NCHW) on CUDA, where it has not been measured."""
@@ -162,7 +148,7 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with parameters_require_grad(model, False):
+        with frozen_parameters(model):
             yield
     finally:
         model.train(was_training)

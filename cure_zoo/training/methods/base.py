@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ...attacks.losses import ce_loss, kl_logits_loss
-from ...attacks.pgd import pgd
+from ...attacks.pgd import frozen_parameters, pgd
 from ..recipe import AttackConfig, Recipe
 
 
@@ -79,7 +79,8 @@ class Method:
         ctx.reduce_([p.grad for p in self.trainable() if p.grad is not None])
 
     def adversarial(self, batch: Batch, ctx: StepContext, cfg: AttackConfig, alpha: float = 0.0) -> torch.Tensor:
-        """The inner maximisation, with the model in eval mode (BatchNorm on running statistics, spec D3).
+        """The inner maximisation, with the model in eval mode (BatchNorm on running statistics, spec D3) and
+        its parameters frozen (only input gradients are needed).
 
         ``ce``: maximise CE(f(x'), y). ``kl``: maximise KL(p(x) || p(x')) with p(x) from one no-grad
         eval-mode forward. ``ce_kl``: CE + alpha KL (Algorithm 1 line 7). The start is
@@ -93,7 +94,7 @@ class Method:
             delta = batch.noise("normal") * cfg.start_std
         else:
             delta = (batch.noise("uniform") * 2 - 1) * cfg.eps
-        with ctx.autocast():
+        with ctx.autocast(), frozen_parameters(self.model):
             if cfg.objective == "ce":
 
                 def objective(z: torch.Tensor) -> torch.Tensor:
