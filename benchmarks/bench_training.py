@@ -158,6 +158,30 @@ def time_floor_extra(method, batch: Batch, device: torch.device) -> float:
     return 2 * max(t_fwd_bwd - t_fwd, 0.0) + 2 * t_fwd
 
 
+def step_breakdown(setups: dict, batch: Batch, ctx: StepContext, device: torch.device, steps: int) -> dict:
+    """Where one step's time goes, from the profiler scopes the methods open (``attack``, ``cure.*``), for
+    TRADES and CURE: milliseconds per step, and the share of the whole step."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    out = {}
+    for name in ("trades", "cure"):
+        if name not in setups:
+            continue
+        method, optimizer = setups[name]
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                with record_function("step"):
+                    one_step(method, optimizer, batch, ctx, device)
+        totals = {e.key: e.cpu_time_total / 1e3 / steps for e in prof.key_averages() if e.key == "step"
+                  or e.key == "attack" or e.key.startswith("cure.")}  # fmt: skip
+        step_ms = totals.pop("step")
+        parts = dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+        parts["other (loss terms, SGD step, batch)"] = step_ms - sum(parts.values())
+        out[name] = {"step_ms": step_ms, "parts_ms": parts, "parts_share": {k: v / step_ms for k, v in parts.items()}}
+    return out
+
+
 def _vm(key: str) -> int:
     return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
 
@@ -204,6 +228,13 @@ def markdown(result: dict) -> str:
             f"Floor for CURE (a TRADES step + 2 more branch backward passes + 2 no-grad forwards, timed on the same "
             f"model and batch in the same rounds): {result['cure_floor_ratio_vs_trades']:.2f} x TRADES."
         )
+    if result.get("step_breakdown"):
+        lines += ["", "Where the time goes (profiler scopes, ms per step and share of the step):", ""]
+        lines += ["| method | part | ms | share |", "|---|---|---|---|"]
+        for method, b in result["step_breakdown"].items():
+            for part, ms in b["parts_ms"].items():
+                lines.append(f"| {method} | {part} | {ms:.0f} | {100 * b['parts_share'][part]:.1f}% |")
+            lines.append(f"| {method} | whole step | {b['step_ms']:.0f} | 100% |")
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +249,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--breakdown-steps", type=int, default=2, help="profiled steps per method (0: none)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--markdown-from", help="only rewrite the Markdown table of this results JSON")
     parser.add_argument("--output", default=str(RESULTS / "training_steps.json"))
@@ -262,6 +294,7 @@ def main() -> None:
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 memory[n].append(json.loads(out)["peak_rise_bytes"])
                 print(f"memory round {r}: {n} {memory[n][-1] / 2**20:.1f} MiB", flush=True)
+    breakdown = step_breakdown(setups, batch, ctx, device, args.breakdown_steps) if args.breakdown_steps else None
     med_t = {n: statistics.median(v) for n, v in times.items()}
 
     def paired(n: str, base: str) -> float:
@@ -300,6 +333,7 @@ def main() -> None:
         if floor
         else None,
         "ratio_note": "time ratios are medians of per-round ratios (same round, interleaved)",
+        "step_breakdown": breakdown,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

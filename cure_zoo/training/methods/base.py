@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.profiler import record_function
 
 from ...attacks.losses import ce_loss, kl_logits_loss
 from ...attacks.pgd import frozen_parameters, pgd
@@ -94,7 +95,7 @@ class Method:
             delta = batch.noise("normal") * cfg.start_std
         else:
             delta = (batch.noise("uniform") * 2 - 1) * cfg.eps
-        with ctx.autocast(), frozen_parameters(self.model):
+        with ctx.autocast(), frozen_parameters(self.model), record_function("attack"):
             if cfg.objective == "ce":
 
                 def objective(z: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,10 @@ One step (spec section 2, defaults D1-D10):
 5. per masked tensor, zero the entries of dL whose RGP score is below the p-th percentile (:mod:`..rgp`);
 6. (trainer) SGD step; then the revision update (:mod:`..revision`).
 
+The parts run under ``torch.profiler`` scopes (``attack``, ``cure.forward``, ``cure.revision_forward``,
+``cure.score_gradients``, ``cure.backward``, ``cure.masks``, ``cure.revision_update``), which
+``benchmarks/bench_training.py`` uses to show where a step's time goes.
+
 CURE-Eff trains naturally for ``cure.natural_warmup_epochs`` epochs and then runs the CURE step with the
 same optimizer and schedule; the revision model is created at the switch as a real copy of the weights.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 
 from ...attacks.losses import ce_loss, kl_logits_loss
 from ..data import derive_seed
@@ -55,10 +60,12 @@ class Cure(Method):
         cfg, x, y = self.cfg, batch.x, batch.y
         x_adv = self.adversarial(batch, ctx, self.recipe.attack, alpha=cfg.alpha)
         with ctx.autocast():
-            z_nat = self.forward(x).float()
-            z_adv = self.forward(x_adv).float()
-            r_nat = self.revision(x).float()
-            r_adv = self.revision(x_adv).float()
+            with record_function("cure.forward"):
+                z_nat = self.forward(x).float()
+                z_adv = self.forward(x_adv).float()
+            with record_function("cure.revision_forward"):
+                r_nat = self.revision(x).float()
+                r_adv = self.revision(x_adv).float()
         ce_nat, kl = trades_terms(z_nat, z_adv, y)
         l_adv = ce_nat + cfg.beta * kl
         l_cr = kl_logits_loss(z_nat, r_nat).mean() + kl_logits_loss(z_adv, r_adv).mean()
@@ -73,26 +80,31 @@ class Cure(Method):
             "adv_acc": (z_adv.argmax(1) == y).float().mean(),
         }
         if not self._masked:
-            self.backward_and_reduce(loss * batch.share, ctx)
+            with record_function("cure.backward"):
+                self.backward_and_reduce(loss * batch.share, ctx)
             return stats
         signed = cfg.masking == "rgp_soft"
         other = kl if signed else ce_adv  # official rgp_soft scores with the gradient of the (unscaled) KL
         s = batch.share
-        g_nat = torch.autograd.grad(ce_nat * s, self._masked, retain_graph=True, materialize_grads=True)
-        g_other = torch.autograd.grad(other * s, self._masked, retain_graph=True, materialize_grads=True)
-        (loss * s).backward()
-        grads = [p.grad for p in self.trainable() if p.grad is not None]
-        g_nat, g_other = list(g_nat), list(g_other)
-        ctx.reduce_(grads + g_nat + g_other)
-        zeroed = apply_rgp_masks_(
-            [p.grad for p in self._masked], g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=signed
-        )
+        with record_function("cure.score_gradients"):  # the two extra VJPs (one per branch)
+            g_nat = torch.autograd.grad(ce_nat * s, self._masked, retain_graph=True, materialize_grads=True)
+            g_other = torch.autograd.grad(other * s, self._masked, retain_graph=True, materialize_grads=True)
+        with record_function("cure.backward"):
+            (loss * s).backward()
+            grads = [p.grad for p in self.trainable() if p.grad is not None]
+            g_nat, g_other = list(g_nat), list(g_other)
+            ctx.reduce_(grads + g_nat + g_other)
+        with record_function("cure.masks"):
+            zeroed = apply_rgp_masks_(
+                [p.grad for p in self._masked], g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=signed
+            )
         stats["masked_frac"] = zeroed.float() / sum(p.numel() for p in self._masked)
         return stats
 
     def after_step(self, epoch: int) -> dict[str, float]:
         assert self.revision is not None
-        revised = self.revision.step(self.model, epoch)
+        with record_function("cure.revision_update"):
+            revised = self.revision.step(self.model, epoch)
         return {"revised": float(revised), "revision_rate": self.revision.rate}
 
     def state_dict(self) -> dict[str, Any]:
