@@ -2,9 +2,16 @@
 ``--set`` overrides into OUT and saves this process's final weights (and revision model) as
 ``OUT/rank<R>.safetensors``, so the test can compare processes bit for bit.
 
-It also registers ``tiny_groupnorm_resnet``: the tiny ResNet-18 with every BatchNorm replaced by GroupNorm, a
-model without batch statistics, so that a 2-process run can be compared exactly with a 1-process run on the
-same global batch (BatchNorm would normalise each process's half-batch with its own statistics).
+It also registers two test architectures (importing this module registers them in the importing process too):
+
+* ``tiny_groupnorm_resnet``: the tiny ResNet-18 with every BatchNorm replaced by GroupNorm, a model without
+  batch statistics, so that a 2-process run can be compared with a 1-process run on the same global batch
+  (BatchNorm would normalise each process's half-batch with its own statistics);
+* ``float64_resnet``: the same ResNet-18 (``groupnorm=True``: the GroupNorm one) computing in float64, its
+  float32 input images cast on entry. Runs that differ only in how the work is split or laid out in memory
+  (processes, channels_last) then agree to ~1e-15 instead of diverging from float32 rounding: CURE's PGD steps
+  by sign(grad) and its RGP masks cut at a percentile, so a rounding-level difference flips a step or a mask
+  entry and moves the weights by ~1e-3 (see the tests that use it).
 """
 
 from __future__ import annotations
@@ -35,6 +42,18 @@ def tiny_groupnorm_resnet(pretrained: bool = False, **kwargs):
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("pretrained_cfg") and k != "cache_dir"}
     model = timm.create_model("cifar_resnet18", **kwargs)
     _to_groupnorm(model)
+    return model
+
+
+def _inputs_to_float64(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].double(), *args[1:])
+
+
+@register_model
+def float64_resnet(pretrained: bool = False, groupnorm: bool = False, **kwargs):
+    kwargs = {k: v for k, v in kwargs.items() if not k.startswith("pretrained_cfg") and k != "cache_dir"}
+    model = tiny_groupnorm_resnet(**kwargs) if groupnorm else timm.create_model("cifar_resnet18", **kwargs)
+    model.double().register_forward_pre_hook(_inputs_to_float64)
     return model
 
 

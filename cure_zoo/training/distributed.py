@@ -58,8 +58,32 @@ def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
+        timeout = timedelta(minutes=30)
+        store = _torchrun_attempt_store(world_size, timeout)
+        if store is not None:
+            kwargs.update(store=store, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     return info, device
+
+
+def _torchrun_attempt_store(world_size: int, timeout: timedelta) -> dist.Store | None:
+    """torchrun's shared store, scoped to this restart attempt; None when torchrun does not share its store.
+
+    Since torch 2.5 torchrun's workers use one TCPStore that the elastic agent keeps for its whole life
+    (``TORCHELASTIC_USE_AGENT_STORE=True``), and the process group's keys (gloo's addresses, NCCL's unique id)
+    are not scoped to a restart: after a ``--max-restarts`` restart the new workers read the dead workers'
+    entries and fail to connect or hang (pytorch/pytorch#135712; seen with gloo on torch 2.15). A prefix per
+    attempt, what torch did itself up to 2.4, keeps each worker group's keys apart. ``TORCHELASTIC_RESTART_COUNT``
+    counts the restarts of this node's agent, so on several nodes it can disagree after a membership change;
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per rendezvous round) avoids the question there.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"cure_zoo/attempt_{attempt}", agent)
 
 
 def shutdown_distributed() -> None:
