@@ -57,9 +57,30 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 def save_weights(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
 ) -> Path:
-    """Write a state dict as safetensors, atomically. The zoo's one writer of weight files."""
+    """Write a state dict as safetensors, atomically. The zoo's one writer of weight files.
+
+    The same tensors and metadata always give the same bytes (so the same sha256): safetensors writes its
+    JSON header in a per-process random key order, which :func:`_canonical_header` replaces by sorted keys."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=dict(metadata or {})))
+
+    def write(p: Path) -> None:
+        save_file(tensors, str(p), metadata=dict(metadata or {}))
+        _canonical_header(p)
+
+    return atomic_write(path, write)
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's header with sorted keys, in place: the same JSON content, so the same
+    length; a shorter result is padded with spaces, as the format allows."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # cannot happen for the same content; keep safetensors' own header then
+            return
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))
 
 
 def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
