@@ -7,7 +7,6 @@ writes the JSON.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -45,20 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _init_distributed(device: str) -> bool:
-    """Join the torchrun process group (gloo on CPU, NCCL on GPU); False when not launched by torchrun."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     from cure_zoo.errors import CureZooError
     from cure_zoo.evaluation import evaluate, parse_attacks, parse_eps
@@ -71,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    joined = _init_distributed(args.device)
+    from cure_zoo.distributed import init_distributed
+
+    joined = not dist.is_initialized()
+    init_distributed(args.device)  # under torchrun: join the group; evaluate() then shards the images
+    joined = joined and dist.is_initialized()
     try:
         rank = dist.get_rank() if dist.is_initialized() else 0
         result = evaluate(

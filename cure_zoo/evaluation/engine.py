@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import ce_loss, cw_margin_loss, frozen_parameters, indexed_uniform_start, pgd
 from ..data import ImageSet, get_dataset_info
+from ..distributed import resolve_device
 from ..errors import CureZooError
 from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
 from .metrics import summarise
@@ -33,21 +34,6 @@ from .sharding import gather, gather_masks, shard_bounds, world
 DEFAULT_ATTACKS = ("nat", "pgd20", "cw20", "aa")
 DEFAULT_BATCH_SIZE = 128
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> this process's GPU (``LOCAL_RANK`` under torchrun) if there is one, else the CPU."""
-    text = str(device)
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    if text not in ("cpu", "cuda") and not text.startswith("cuda:"):
-        raise CureZooError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N")
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CureZooError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        if text == "cuda":
-            text = f"cuda:{int(os.environ.get('LOCAL_RANK', torch.cuda.current_device()))}"
-    return torch.device(text)
 
 
 def library_versions() -> dict[str, str]:
