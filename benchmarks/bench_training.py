@@ -47,7 +47,7 @@ from cure_zoo.data import load_bundled  # noqa: E402
 from cure_zoo.training.data import crop_flip  # noqa: E402
 from cure_zoo.training.methods import Batch, StepContext, build_method  # noqa: E402
 from cure_zoo.training.methods.cure import Cure  # noqa: E402
-from cure_zoo.training.modeling import build_model  # noqa: E402
+from cure_zoo.training.modeling import build_model, compile_model  # noqa: E402
 from cure_zoo.training.recipe import load_recipe  # noqa: E402
 from cure_zoo.training.rgp import masked_parameter_names  # noqa: E402
 
@@ -97,7 +97,7 @@ def make_method(name: str, args: argparse.Namespace, device: torch.device):
     model = build_model(recipe).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if args.compile else model
+    forward = compile_model(model) if args.compile else model
     method_obj = (
         OfficialStyleCure(recipe, model, forward)
         if name == "cure_official_style"

@@ -24,6 +24,16 @@ def build_model(recipe: Recipe, seed: int | None = None) -> nn.Module:
         return timm.create_model(recipe.model.architecture, pretrained=False, **model_kwargs(recipe))
 
 
+def compile_model(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)`` for training. CURE takes three backward passes over one graph
+    (``retain_graph=True``), which AOTAutograd's donated buffers (freeing saved activations during the first
+    backward pass) refuse, so they are switched off; they only save memory."""
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    return torch.compile(model)
+
+
 def load_init_weights(model: nn.Module, spec: str) -> str:
     """Load the starting weights ``spec`` (a zoo name such as ``st_resnet18_cifar10``, a run directory or a
     ``.safetensors`` file) into ``model``, parameters and BatchNorm buffers; returns their sha256."""

@@ -27,7 +27,7 @@ from .checkpoint import CHECKPOINT_FILE, capture_rng_state, load_checkpoint, res
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
 from .methods import Batch, StepContext, build_method
-from .modeling import build_model, load_init_weights
+from .modeling import build_model, compile_model, load_init_weights
 from .outputs import (
     BEST_WEIGHTS_FILE,
     code_revision,
@@ -120,7 +120,7 @@ class Trainer:
         self.model = build_model(r)
         self.init_sha256 = load_init_weights(self.model, r.model.init) if r.model.init else None
         self.model.to(self.device, memory_format=self.memory_format)
-        forward = torch.compile(self.model) if r.model.compile else self.model
+        forward = compile_model(self.model) if r.model.compile else self.model
         self.method = build_method(r, self.model, forward)
         self.method.prepare()
         du.broadcast_module_(self.model)
