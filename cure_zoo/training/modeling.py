@@ -26,8 +26,9 @@ def build_model(recipe: Recipe, seed: int | None = None) -> nn.Module:
 
 def compile_model(model: nn.Module) -> nn.Module:
     """``torch.compile(model)`` for training. CURE takes three backward passes over one graph
-    (``retain_graph=True``), which AOTAutograd's donated buffers (freeing saved activations during the first
-    backward pass) refuse, so they are switched off; they only save memory."""
+    (``retain_graph=True``). A compiled graph whose backward first ran as a single pass (CURE-Eff's natural
+    warm-up, or another method in the same process) gets AOTAutograd's donated buffers, and its backward
+    then refuses ``retain_graph``; donated buffers only save memory, so they are switched off."""
     import torch._functorch.config as functorch_config
 
     functorch_config.donated_buffer = False

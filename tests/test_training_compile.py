@@ -1,0 +1,58 @@
+"""``model.compile=true`` (inductor, on the CPU) through CURE-Eff's switch from natural training to CURE.
+
+CURE takes three backward passes over one graph (``retain_graph=True``). A compiled graph whose backward was
+first run with a single backward pass (CURE-Eff's natural warm-up) has AOTAutograd's donated buffers, and
+its backward then refuses ``retain_graph`` ("compiled with non-empty donated buffers"): the first CURE step
+after the switch failed. ``compile_model`` switches donated buffers off. Compiling costs most of this test's
+time (tens of seconds, cold)."""
+
+import contextlib
+
+import torch
+
+from cure_zoo.data import load_bundled
+from cure_zoo.training.methods import Batch, StepContext, build_method
+from cure_zoo.training.modeling import build_model, compile_model
+from cure_zoo.training.recipe import load_recipe
+
+
+def _warmup_then_cure(compiled: bool, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, dict, torch.nn.Module]:
+    recipe = load_recipe(
+        None,
+        {
+            "method": "cure_eff",
+            "model.args": {"widths": [4, 8, 8, 8]},
+            "optim.epochs": 2,
+            "cure.natural_warmup_epochs": 1,
+            "run.seed": 0,
+        },
+    )
+    model = build_model(recipe)
+    method = build_method(recipe, model, compile_model(model) if compiled else model)
+    method.prepare()
+
+    def noise(kind: str) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return (torch.randn if kind == "normal" else torch.rand)(x.shape, generator=g)
+
+    stats = []
+    for epoch in (1, 2):  # epoch 1: natural warm-up; epoch 2: the first CURE step
+        method.on_epoch_start(epoch)
+        model.zero_grad(set_to_none=True)
+        ctx = StepContext(epoch=epoch, autocast=contextlib.nullcontext, reduce_=lambda tensors: None)
+        stats.append(method.step(Batch(x, y, 1.0, noise), ctx))
+    return stats[0], stats[1], model
+
+
+def test_compiled_cure_eff_switches_to_cure_and_gives_eager_losses():
+    data = load_bundled("cifar10", "train", n=8)
+    natural, cure, model = _warmup_then_cure(True, data.images, data.labels)
+    eager_natural, eager_cure, _ = _warmup_then_cure(False, data.images, data.labels)
+    assert "l_cr" not in natural and "l_cr" in cure  # the switch happened
+    for key in ("loss", "ce_nat", "kl", "l_cr", "ce_adv", "masked_frac"):
+        assert torch.isfinite(cure[key]), key
+    # the clean branch does not go through the attack's sign steps, so it agrees up to float rounding
+    torch.testing.assert_close(natural["loss"], eager_natural["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cure["ce_nat"], eager_cure["ce_nat"], rtol=1e-4, atol=1e-5)
+    assert abs(cure["masked_frac"].item() - 0.30) < 0.01  # p = 30% of every masked tensor's entries
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
