@@ -37,8 +37,9 @@ def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     v_lo = flat.kthvalue(lo + 1).values
     if frac == 0.0 or lo + 1 >= n:
         return v_lo
-    above = torch.where(flat > v_lo, flat, torch.full_like(flat, float("inf"))).amin()
-    v_hi = torch.where((flat <= v_lo).sum() > lo + 1, v_lo, above)
+    greater = flat > v_lo  # one comparison pass serves both the next value and the tie count
+    above = torch.where(greater, flat, float("inf")).amin()
+    v_hi = torch.where(n - greater.sum() > lo + 1, v_lo, above)
     return v_lo + frac * (v_hi - v_lo)
 
 
