@@ -7,6 +7,8 @@ import torch
 
 from cure_zoo.errors import CureZooError
 from cure_zoo.evaluation import EvalResult, nrr, parse_attacks, parse_eps, wilson_interval, worst_case
+from cure_zoo.evaluation.autoattack import STANDARD_ATTACKS
+from cure_zoo.evaluation.metrics import stage_summary, summarise
 from cure_zoo.evaluation.result import decode_mask, encode_mask, indices_to_ranges, ranges_to_indices
 
 
@@ -105,3 +107,35 @@ def test_eval_result_json_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     with pytest.raises(CureZooError, match="not a cure-zoo evaluation result"):
         EvalResult.load(tmp_path / "bad.json")
+
+
+def _aa_chunk(robust: list[bool], stages: dict[str, int], start: int) -> EvalResult:
+    masks = {"nat": torch.ones(len(robust), dtype=torch.bool), "aa": torch.tensor(robust)}
+    results, _ = summarise(masks)
+    results["aa"]["stages"] = stage_summary(stages, len(robust), STANDARD_ATTACKS)
+    return EvalResult(
+        model={"spec": "x", "name": "x", "weights_sha256": "h"},
+        dataset={
+            "name": "cifar10",
+            "split": "test",
+            "source": "s",
+            "n_examples": len(robust),
+            "indices": list(range(start, start + len(robust))),
+        },  # fmt: skip
+        protocol={"eps": 8 / 255, "attacks": {"nat": {"kind": "nat"}, "aa": {"kind": "autoattack"}}},
+        results=results,
+        masks=masks,
+        time_s=1.0,
+    )
+
+
+def test_autoattack_stage_counts_add_up_over_chunks_and_show_in_the_table():
+    # chunk 1: all four sub-attacks ran; chunk 2: APGD-CE broke everything, so AutoAttack stopped there
+    one = _aa_chunk([True, False, False, False], {"apgd-ce": 3, "apgd-t": 2, "fab-t": 1, "square": 1}, 0)
+    two = _aa_chunk([False, False], {"apgd-ce": 0}, 4)
+    assert two.results["aa"]["stages"] == {"apgd-ce": {"correct": 0, "accuracy": 0.0}}
+    both = EvalResult.concat([one, two])
+    stages = both.results["aa"]["stages"]
+    assert {s: v["correct"] for s, v in stages.items()} == {"apgd-ce": 3, "apgd-t": 2, "fab-t": 1, "square": 1}
+    assert stages["apgd-ce"]["accuracy"] == pytest.approx(50.0) and both.results["aa"]["correct"] == 1
+    assert "aa: robust accuracy % after APGD-CE 50.00, APGD-T 33.33, FAB-T 16.67, SQUARE 16.67" in both.format_table()

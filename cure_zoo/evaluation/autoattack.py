@@ -44,6 +44,12 @@ class AutoAttackOutcome:
     accuracy_after: dict[str, float] = field(default_factory=dict)  # robust fraction after each sub-attack
     flags: list[str] = field(default_factory=list)
 
+    def robust_after(self) -> dict[str, int]:
+        """Images still robust after each sub-attack that ran, as counts. pyautoattack logs percentages with
+        two decimals, which fix the count exactly for up to 10,000 images per call."""
+        n = len(self.robust)
+        return {stage: round(fraction * n) for stage, fraction in self.accuracy_after.items()}
+
 
 class _Capture(logging.Handler):
     """Collects pyautoattack's warnings and reports progress from its debug messages."""

@@ -26,7 +26,7 @@ from ..data import ImageSet, get_dataset_info
 from ..distributed import resolve_device
 from ..errors import CureZooError
 from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
-from .metrics import summarise
+from .metrics import stage_summary, sum_counts, summarise
 from .protocol import DEFAULT_EPS, AttackSpec, parse_attacks, parse_eps
 from .result import EvalResult
 from .sharding import gather, gather_masks, shard_bounds, world
@@ -232,6 +232,7 @@ def evaluate(
     show = progress and rank == 0
     masks: dict[str, torch.Tensor] = {}
     times: dict[str, float] = {}
+    stages: dict[str, dict[str, int]] = {}  # AutoAttack attack -> robust count after each sub-attack
     flags: list[str] = []
     with attack_mode(net), in_memory_format(net, layout):
         check_logits(net, images.images[:batch_size].to(dev), num_classes)  # same images on every rank
@@ -245,6 +246,7 @@ def evaluate(
                     )  # fmt: skip
                     bar.update(bar.total - bar.n)
                 masks[spec.name] = outcome.robust
+                stages[spec.name] = outcome.robust_after()
                 flags += outcome.flags
             else:
                 n_batches = -(-len(shard) // batch_size)
@@ -255,13 +257,16 @@ def evaluate(
             times[spec.name] = time.perf_counter() - t0
 
     masks = gather_masks(masks)
-    per_rank = gather({"flags": flags, "times": times})
+    per_rank = gather({"flags": flags, "times": times, "stages": stages})
     flags = list(dict.fromkeys(f for part in per_rank for f in part["flags"]))
     times = {k: max(part["times"][k] for part in per_rank) for k in times}  # wall time = slowest rank
 
     main = [s.name for s in specs if s.kind == "nat" or s.eps == eps]
     has_attack = any(s.kind != "nat" for s in specs)
     results, worst = summarise(masks, times, worst_over=main if has_attack else ())
+    for name in stages:  # AutoAttack: robust accuracy after each sub-attack, summed over the ranks
+        counts = sum_counts(part["stages"][name] for part in per_rank)
+        results[name]["stages"] = stage_summary(counts, len(images), STANDARD_ATTACKS)
     if worst is not None:
         masks["worst"] = worst
 

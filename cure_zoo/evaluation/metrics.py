@@ -42,6 +42,24 @@ def accuracy_summary(mask: torch.Tensor) -> dict[str, float | int | list[float]]
     return {"accuracy": 100.0 * correct / n, "correct": correct, "n": n, "ci95": [lo, hi]}
 
 
+def stage_summary(counts: Mapping[str, int], n: int, order: Sequence[str]) -> dict[str, dict[str, float | int]]:
+    """AutoAttack's robust accuracy after each sub-attack from summed counts: ``{stage: {"correct",
+    "accuracy"}}`` in ``order``, up to the last stage that ran anywhere (AutoAttack stops once nothing is
+    robust, so a stage missing from some chunk counted 0 there)."""
+    ran = [s for s in order if s in counts]
+    last = order.index(ran[-1]) if ran else -1
+    return {s: {"correct": int(counts.get(s, 0)), "accuracy": 100.0 * counts.get(s, 0) / n} for s in order[: last + 1]}
+
+
+def sum_counts(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Per-key sums of count dictionaries (chunks or ranks of one evaluation)."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, count in part.items():
+            out[key] = out.get(key, 0) + int(count)
+    return out
+
+
 def nrr(natural: float, robust: float) -> float:
     """Natural-Robustness Ratio: the harmonic mean ``2*N*R/(N+R)`` of two accuracies (0 if both are 0)."""
     return 0.0 if natural + robust == 0 else 2.0 * natural * robust / (natural + robust)

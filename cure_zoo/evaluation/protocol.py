@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import CureZooError
+from .autoattack import STANDARD_ATTACKS
 
 DEFAULT_EPS = 8 / 255
 PGD_STEP_SIZE = 0.003  # the paper's (TRADES') evaluation step
@@ -51,7 +52,7 @@ class AttackSpec:
                 "eps": self.eps,
                 "norm": "Linf",
                 "version": "standard",
-                "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"],
+                "attacks": list(STANDARD_ATTACKS),
                 "seed": seed,
             }
         out = {

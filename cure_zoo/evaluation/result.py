@@ -33,7 +33,8 @@ import torch
 
 from ..errors import CureZooError
 from ..io import write_json_atomic
-from .metrics import summarise
+from .autoattack import STANDARD_ATTACKS
+from .metrics import stage_summary, sum_counts, summarise
 
 SCHEMA = "cure_zoo.eval/1"
 MASKS_ENCODING = "packbits-big-hex"
@@ -133,6 +134,10 @@ class EvalResult:
         results, worst = summarise(masks, times, worst_over=worst_over)
         if worst is not None:
             masks["worst"] = worst
+        for name in names:  # AutoAttack's per-sub-attack counts add up over chunks
+            if all("stages" in p.results.get(name, {}) for p in parts):
+                counts = sum_counts({s: v["correct"] for s, v in p.results[name]["stages"].items()} for p in parts)
+                results[name]["stages"] = stage_summary(counts, len(masks[name]), STANDARD_ATTACKS)
         indices = [i for p in parts for i in p.indices]
         return cls(
             model=first.model,
@@ -217,6 +222,10 @@ class EvalResult:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        for name, r in self.results.items():
+            if isinstance(r, dict) and r.get("stages"):
+                steps = ", ".join(f"{s.upper()} {v['accuracy']:.2f}" for s, v in r["stages"].items())
+                lines.append(f"{name}: robust accuracy % after {steps}")
         derived = [f"{k.upper().replace('_', '-')} {self.results[k]:.2f}" for k in DERIVED_KEYS if k in self.results]
         if derived:
             lines.append("")
