@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import numpy as np
@@ -33,7 +33,13 @@ class ImageSet:
                 f"asked for {n} {self.dataset} {self.split} images but {self.source} has only {len(self)}; "
                 f"pass a smaller number or point --data-dir at the full dataset"
             )
-        return ImageSet(self.images[:n], self.labels[:n], self.indices[:n], self.dataset, self.split, self.source)
+        return self.slice(0, n)
+
+    def slice(self, start: int, stop: int) -> ImageSet:
+        """Images ``start`` to ``stop - 1`` of this set (a shard or a chunk), with their official indices."""
+        return replace(
+            self, images=self.images[start:stop], labels=self.labels[start:stop], indices=self.indices[start:stop]
+        )
 
 
 def bundled_path(dataset: str, split: str = "test"):

@@ -105,7 +105,7 @@ def check_logits(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 
 def resolve_memory_format(memory_format: str, device: torch.device) -> torch.memory_format:
-    """``auto`` -> channels_last on the CPU, where oneDNN's convolutions run PGD 1.1-1.5x faster in it
+    """``auto`` -> channels_last on the CPU, where oneDNN's convolutions run PGD about 1.1x faster in it
     (``benchmarks/bench_attacks.py``), and contiguous (NCHW) on CUDA, where it has not been measured."""
     if memory_format not in MEMORY_FORMATS:
         raise CureZooError(f"unknown memory format {memory_format!r}; use one of {', '.join(MEMORY_FORMATS)}")
@@ -224,10 +224,7 @@ def evaluate(
     layout = resolve_memory_format(memory_format, dev)
     rank, world_size = world()
     start, stop = shard_bounds(len(images), rank, world_size)
-    shard = ImageSet(
-        images.images[start:stop], images.labels[start:stop], images.indices[start:stop],
-        images.dataset, images.split, images.source,
-    )  # fmt: skip
+    shard = images.slice(start, stop)
     net.to(dev)
     show = progress and rank == 0
     masks: dict[str, torch.Tensor] = {}

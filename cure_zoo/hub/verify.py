@@ -186,7 +186,6 @@ def measure(
     log: Callable[[str], None] = print,
 ) -> Any:
     """Evaluate ``images`` in chunks, reusing chunks a previous interrupted run finished; one merged result."""
-    from ..data import ImageSet
     from ..evaluation import evaluate
     from ..evaluation.engine import resolve_device
     from ..evaluation.result import EvalResult, indices_to_ranges
@@ -220,14 +219,7 @@ def measure(
                 continue
             except (CureZooError, KeyError, ValueError):
                 path.unlink()  # damaged: measure again
-        chunk = ImageSet(
-            images.images[start:stop],
-            images.labels[start:stop],
-            images.indices[start:stop],
-            images.dataset,
-            images.split,
-            images.source,
-        )
+        chunk = images.slice(start, stop)
         result = evaluate(
             loaded,
             chunk,
