@@ -121,6 +121,8 @@ class CifarResNet(PooledLinearHead, nn.Module):
 
 _ARCH_ARGS = {
     "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
+    # The CIFAR-10-5k track's model: ResNet-18's topology at a quarter of its widths (0.70M parameters).
+    "resnet18_w16": dict(block=BasicBlock, layers=(2, 2, 2, 2), widths=(16, 32, 64, 128)),
     "resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
     "resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
     "resnet101": dict(block=Bottleneck, layers=(3, 4, 23, 3)),
@@ -141,6 +143,12 @@ default_cfgs = generate_default_cfgs(family_cfgs({arch: dict(classifier="linear"
 def cifar_resnet18(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """CIFAR ResNet-18: 11.17M parameters at 10 classes."""
     return _create("resnet18")("cifar_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet18_w16(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """CIFAR ResNet-18 at quarter width (16/32/64/128): 0.70M parameters at 10 classes."""
+    return _create("resnet18_w16")("cifar_resnet18_w16", pretrained, **kwargs)
 
 
 @register_model

@@ -32,6 +32,7 @@ METHODS = {
 # short architecture name -> (timm architecture entrypoint, human name)
 ARCHITECTURES = {
     "resnet18": ("cifar_resnet18", "ResNet-18"),
+    "resnet18_w16": ("cifar_resnet18_w16", "ResNet-18 at quarter width (16/32/64/128)"),
     "resnet34": ("cifar_resnet34", "ResNet-34"),
     "resnet50": ("cifar_resnet50", "ResNet-50"),
     "resnet101": ("cifar_resnet101", "ResNet-101"),
@@ -66,6 +67,8 @@ class ZooEntry:
     revision: str | None = None
     # Measured claims of the published weights (metric -> percent), from published.json.
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    # A reduced training set, part of the name: '5k' is the 5,438 real CIFAR-10 images bundled in the package.
+    train_subset: str = ""
     license: str = "apache-2.0"
     origin_url: str = "https://arxiv.org/abs/2401.14948"
     description: str = ""
@@ -73,7 +76,7 @@ class ZooEntry:
     @property
     def model_name(self) -> str:
         """The registered timm entrypoint (flat name without tag)."""
-        return f"{self.method}_{self.arch}_{self.dataset}"
+        return f"{self.method}_{self.arch}_{self.dataset}" + (f"_{self.train_subset}" if self.train_subset else "")
 
     @property
     def name(self) -> str:
@@ -87,7 +90,8 @@ class ZooEntry:
     @property
     def arch_tag(self) -> str:
         """The tag under the architecture entrypoint: ``cifar_resnet18.<arch_tag>``."""
-        return f"{self.method}_{self.dataset}" + (f"_{self.tag}" if self.tag else "")
+        subset = f"_{self.train_subset}" if self.train_subset else ""
+        return f"{self.method}_{self.dataset}{subset}" + (f"_{self.tag}" if self.tag else "")
 
     @property
     def num_classes(self) -> int:
@@ -140,6 +144,30 @@ ZOO.append(
         description="naturally trained CIFAR-10 ResNet-18 shipped with AutoAttack "
         "(pyautoattack/examples/model_test.pt)",
     )
+)
+
+
+# The CIFAR-10-5k track: quarter-width ResNet-18s trained by this project on the 5,438 bundled real CIFAR-10
+# training images, all methods at the same epoch budget. Small-scale models, not the paper's.
+SMALL_SCALE_NOTE = "trained on 5,438 images at quarter width — not the paper's models"
+CIFAR10_5K = [
+    ("st", "", "natural training, the starting point of the from_st models"),
+    ("at", "", "PGD-AT from scratch"),
+    ("trades", "", "TRADES (beta 6) from scratch"),
+    ("trades", "from_st", "TRADES (beta 6) from the st model's weights (the paper's Table 5 setting)"),
+    ("cure", "", "CURE, paper preset, from the st model's weights"),
+    ("cure", "official", "CURE, the authors' code preset, from the st model's weights"),
+]
+ZOO.extend(
+    ZooEntry(
+        method,
+        "resnet18_w16",
+        "cifar10",
+        tag=tag,
+        train_subset="5k",
+        description=f"{what}; {SMALL_SCALE_NOTE}",
+    )
+    for method, tag, what in CIFAR10_5K
 )
 
 _BY_NAME = {e.name: e for e in ZOO}

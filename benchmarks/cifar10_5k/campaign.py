@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""The CIFAR-10-5k campaign: train every method of the track, evaluate each model, write its card, and ship
+the outputs inside the package (``cure_zoo/models/bundled/<zoo name>/``).
+
+    python benchmarks/cifar10_5k/campaign.py                  # everything, two processes side by side
+    python benchmarks/cifar10_5k/campaign.py --stage train    # only the training runs
+    python benchmarks/cifar10_5k/campaign.py --stage eval --n-examples 500
+
+Every stage resumes: a finished stage of a model (its files in the bundled folder) is skipped, and a training
+run killed half-way continues from its checkpoint in ``--runs-dir`` (checkpoints never leave that folder).
+Each process gets one intra-op thread: on this 2-core machine two processes with one thread each are much
+faster than one with two. With ``--commit`` each finished model's outputs are committed to git at once, so a
+stopped campaign loses at most the work in progress. Wall times go to ``benchmarks/cifar10_5k/campaign.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "cure_zoo" / "models" / "bundled"
+LOG = Path(__file__).resolve().parent / "campaign.jsonl"
+# What a finished training run ships (the checkpoint stays behind).
+RUN_FILES = ("model.safetensors", "config.json", "train_hparams.yaml", "metrics.jsonl")
+
+
+@dataclass(frozen=True)
+class Run:
+    key: str  # recipe stem before _resnet18_w16_cifar10_5k, and the run directory's name
+    zoo_name: str
+    init_from: str | None = None  # key of the run whose final weights this one starts from
+    cost: float = 1.0  # relative CPU time per epoch (measured: ST 0.1, AT 0.8, TRADES 1.0, CURE 1.3)
+
+    @property
+    def recipe(self) -> str:
+        return f"{self.key}_resnet18_w16_cifar10_5k"
+
+
+RUNS = [
+    Run("st", "st_resnet18_w16_cifar10_5k", cost=0.1),
+    Run("at", "at_resnet18_w16_cifar10_5k", cost=0.8),
+    Run("trades", "trades_resnet18_w16_cifar10_5k", cost=1.0),
+    Run("trades_from_st", "trades_resnet18_w16_cifar10_5k.from_st", "st", cost=1.0),
+    Run("cure", "cure_resnet18_w16_cifar10_5k", "st", cost=1.3),
+    Run("cure_official", "cure_resnet18_w16_cifar10_5k.official", "st", cost=1.3),
+]
+
+
+def log(record: dict) -> None:
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+    with LOG.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def commit(paths: list[Path], message: str) -> None:
+    """Commit just these paths (other work in the tree is left alone); retried while git is busy."""
+    rel = [str(p.relative_to(ROOT)) for p in paths]
+    for attempt in range(20):
+        add = subprocess.run(["git", "add", "-f", "--", *rel], cwd=ROOT, capture_output=True, text=True)
+        done = add.returncode == 0 and (
+            subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=ROOT, capture_output=True).returncode
+            == 0
+        )
+        if done:
+            return
+        time.sleep(3 + attempt)
+    print(f"warning: could not commit {rel}", file=sys.stderr)
+
+
+class Stage:
+    """A set of jobs (one subprocess each) run at most ``jobs`` at a time, dependencies first."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    def run(self, todo: list[Run], start, finished, ready) -> None:
+        running: dict[str, tuple[subprocess.Popen, float, Run]] = {}
+        pending = sorted(todo, key=lambda r: -r.cost)
+        failed: list[str] = []
+        while pending or running:
+            for r in [r for r in pending if ready(r)][: self.jobs - len(running)]:
+                pending.remove(r)
+                running[r.key] = (start(r), time.time(), r)
+            time.sleep(5)
+            for key, (proc, t0, r) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[key]
+                wall = round(time.time() - t0, 1)
+                if proc.returncode == 0:
+                    finished(r, wall)
+                else:
+                    failed.append(key)
+                    log({"run": key, "event": "failed", "returncode": proc.returncode, "wall_s": wall})
+            if not running and pending and not any(ready(r) for r in pending):
+                raise SystemExit(f"cannot continue: {[r.key for r in pending]} wait for failed runs {failed}")
+        if failed:
+            raise SystemExit(f"failed: {failed}")
+
+
+def train_stage(args: argparse.Namespace) -> None:
+    runs_dir = Path(args.runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+
+    bundled = Path(args.bundled_dir)
+
+    def done(r: Run) -> bool:
+        return (bundled / r.zoo_name / "config.json").is_file()
+
+    def start(r: Run) -> subprocess.Popen:
+        cmd = [
+            sys.executable,
+            str(ROOT / "recipes" / "train.py"),
+            "--recipe",
+            r.recipe,
+            "--output",
+            str(runs_dir / r.key),
+        ]
+        if r.init_from:
+            init = bundled / _run(r.init_from).zoo_name
+            cmd += ["--set", f"model.init={os.path.relpath(init, ROOT)}"]
+        cmd += [f"--set={s}" for s in args.set]
+        log({"run": r.key, "event": "train-start", "command": cmd[1:]})
+        out = (runs_dir / f"{r.key}.log").open("a")
+        return subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+
+    def finished(r: Run, wall: float) -> None:
+        dest = bundled / r.zoo_name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            shutil.copy2(runs_dir / r.key / name, dest / name)
+        config = json.loads((dest / "config.json").read_text())
+        training = config["cure_zoo"]["training"]
+        epochs = training["epochs"]
+        log(
+            {
+                "run": r.key,
+                "event": "trained",
+                "wall_s": wall,
+                "train_time_s": training["train_time_s"],
+                "min_per_epoch": round(training["train_time_s"] / 60 / epochs, 2),
+                "last_eval": training["last_eval"],
+            }
+        )
+        if args.commit:
+            commit([dest, LOG], f"cifar10_5k: {r.zoo_name} trained ({epochs} epochs, {wall / 60:.0f} min wall)")
+
+    todo = [r for r in RUNS if r.key in args.only and not done(r)]
+    Stage(args.jobs).run(todo, start, finished, lambda r: r.init_from is None or done(_run(r.init_from)))
+
+
+def _run(key: str) -> Run:
+    return next(r for r in RUNS if r.key == key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=["train", "all"], default="all")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "cifar10_5k"))
+    parser.add_argument("--jobs", type=int, default=2, help="processes side by side (one thread each)")
+    parser.add_argument("--only", default=",".join(r.key for r in RUNS), help="comma-separated run keys")
+    parser.add_argument("--bundled-dir", default=str(BUNDLED), help="where finished models go (testing)")
+    parser.add_argument("--set", action="append", default=[], help="recipe override for every run (testing)")
+    parser.add_argument("--commit", action="store_true", help="git-commit each model's outputs when it finishes")
+    args = parser.parse_args(argv)
+    args.only = set(args.only.split(","))
+    if args.stage in ("train", "all"):
+        train_stage(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
