@@ -90,7 +90,9 @@ class Stage:
 
     def run(self, todo: list[Run], start, finished, ready) -> None:
         running: dict[str, tuple[subprocess.Popen, float, Run]] = {}
-        pending = sorted(todo, key=lambda r: -r.cost)
+        # runs that others start from go first, then the longest (shortest overall time for the stage)
+        needed = {r.init_from for r in RUNS}
+        pending = sorted(todo, key=lambda r: (r.key not in needed, -r.cost))
         failed: list[str] = []
         while pending or running:
             for r in [r for r in pending if ready(r)][: self.jobs - len(running)]:
