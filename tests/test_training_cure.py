@@ -49,16 +49,32 @@ def _batch(x, y, seed=0) -> Batch:
 CTX = StepContext(epoch=1, autocast=contextlib.nullcontext, reduce_=lambda tensors: None)
 
 
-@pytest.mark.parametrize("q", [0.0, 20.0, 30.0, 50.0, 99.9])
+@pytest.mark.parametrize("by_sort", [False, True], ids=["partition", "sort"])
+@pytest.mark.parametrize("q", [0.0, 20.0, 30.0, 50.0, 99.9, 100.0])
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 4096])
-def test_percentile_matches_numpy(n, q):
+def test_percentile_matches_numpy(n, q, by_sort):
+    """Bit-equal to np.percentile on both selection paths (the CPU's np.partition, the accelerators' sort),
+    with ties (dead ReLUs give many zero scores), signed scores (rgp_soft) and repeated values."""
     g = torch.Generator().manual_seed(n)
-    x = torch.randn(n, generator=g).abs()
-    if n > 10:
-        x[: n // 10] = 0.0  # ties, as dead ReLUs give
-    ours = percentile(x, q).item()
-    ref = np.percentile(x.numpy(), q)
-    assert ours == pytest.approx(float(ref), rel=1e-6, abs=1e-12)
+    cases = [torch.randn(n, generator=g).abs(), torch.randn(n, generator=g), torch.randint(0, 5, (n,), generator=g)]
+    cases[0][: n // 3] = 0.0
+    for x in cases:
+        x = x.float()
+        ours = percentile(x, q, by_sort=by_sort)
+        assert ours.dtype == torch.float32 and ours.dim() == 0
+        ref = np.percentile(x.numpy(), q)
+        assert ours.item() == float(ref), (x.numpy()[:8], q)
+
+
+def test_percentile_bit_equal_on_many_random_draws():
+    g = torch.Generator().manual_seed(0)
+    for i in range(300):
+        n = int(torch.randint(2, 3000, (1,), generator=g))
+        x = torch.randn(n, generator=g).abs() * 10 ** float(torch.randint(-8, 3, (1,), generator=g))
+        x[: int(torch.randint(0, n, (1,), generator=g))] = 0.0
+        q = float(torch.rand(1, generator=g)) * 100
+        for by_sort in (False, True):
+            assert percentile(x, q, by_sort=by_sort).item() == float(np.percentile(x.numpy(), q)), (i, n, q)
 
 
 def test_masked_tensors_exclude_classifier_and_rgp_soft_selects_block_conv1():

@@ -6,8 +6,11 @@ For every masked parameter tensor W (spec D5-D8)::
     tau = percentile(s_W, p)                                     # linear interpolation, as numpy's
     grad[W][s_W < tau] = 0                                       # about p % of W's entries
 
-Everything runs on the gradients' device with no host synchronisation: the percentile comes from
-``kthvalue`` plus one comparison pass (``torch.quantile`` refuses tensors above 16M elements and sorts).
+The percentile is NumPy's linear interpolation between the two order statistics around ``(n - 1) q``,
+bit for bit (ties included). On an accelerator both come from one ``torch.sort`` on the device, with no host
+synchronisation (``kthvalue`` there runs one thread block per tensor, pytorch/pytorch#75599, and
+``torch.quantile`` refuses tensors above 16M elements); on the CPU from ``np.partition`` (introselect), which
+is several times faster than either a sort or ``kthvalue`` there (``benchmarks/bench_rgp_percentile.py``).
 
 ``rgp_soft`` reproduces the official code's masking for comparison: the score is *signed*,
 ``alpha * g_nat + (1 - alpha) * g_kl`` (the gradient of the TRADES KL, not of CE on x_adv), and only the
@@ -18,29 +21,40 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 
-def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
-    """``np.percentile(values, q)`` (linear interpolation) as a 0-dim tensor on ``values``' device.
+def order_statistics(flat: torch.Tensor, lo: int, hi: int, by_sort: bool | None = None) -> torch.Tensor:
+    """The ``lo``-th and ``hi``-th smallest entries (0-based, ties counted) of the 1-d ``flat``, as a
+    2-element tensor. ``by_sort``: select with ``torch.sort`` on ``flat``'s device (the default off the CPU)
+    rather than ``np.partition`` (the default on the CPU)."""
+    if by_sort is None:
+        by_sort = flat.device.type != "cpu"
+    if by_sort:
+        ordered = torch.sort(flat).values
+        return torch.stack([ordered[lo], ordered[hi]])
+    part = np.partition(flat.detach().cpu().numpy(), (lo, hi) if hi != lo else lo)
+    return torch.from_numpy(part[[lo, hi]]).to(flat.device)
 
-    With ``h = (n - 1) q / 100`` and ``lo = floor(h)`` it is ``v[lo] + (h - lo) (v[lo + 1] - v[lo])`` of the
-    sorted values. ``v[lo]`` comes from ``kthvalue``; ``v[lo + 1]`` is ``v[lo]`` again when more than
-    ``lo + 1`` values are ``<= v[lo]`` (ties), else the smallest value above it.
+
+def percentile(values: torch.Tensor, q: float, by_sort: bool | None = None) -> torch.Tensor:
+    """``np.percentile(values, q)`` (method 'linear') as a 0-dim tensor on ``values``' device, bit-equal.
+
+    As NumPy: ``h = (n - 1) (q / 100)``, ``a, b`` the sorted values at ``floor(h)`` and ``floor(h) + 1``
+    (both the last value when ``h >= n - 1``), ``t = h - floor(h)`` and the result ``a + (b - a) t``, or
+    ``b - (b - a) (1 - t)`` when ``t >= 0.5``, in ``values``' dtype. ``by_sort``: see :func:`order_statistics`.
     """
     flat = values.reshape(-1)
     n = flat.numel()
-    h = (n - 1) * q / 100.0
-    lo = min(int(math.floor(h)), n - 1)
-    frac = h - lo
-    v_lo = flat.kthvalue(lo + 1).values
-    if frac == 0.0 or lo + 1 >= n:
-        return v_lo
-    greater = flat > v_lo  # one comparison pass serves both the next value and the tie count
-    above = torch.where(greater, flat, float("inf")).amin()
-    v_hi = torch.where(n - greater.sum() > lo + 1, v_lo, above)
-    return v_lo + frac * (v_hi - v_lo)
+    h = (n - 1) * (q / 100.0)
+    lo = min(math.floor(h), n - 1)
+    hi = min(lo + 1, n - 1)
+    t = h - math.floor(h)
+    a, b = order_statistics(flat, lo, hi, by_sort).unbind()
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
 
 def masked_parameter_names(model: nn.Module, masking: str) -> list[str]:
