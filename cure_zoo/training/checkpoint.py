@@ -20,7 +20,6 @@ import torch
 from ..errors import CureZooError
 from ..io import save_torch_atomic
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "cure_zoo.train_checkpoint/1"
 
 
@@ -42,15 +41,22 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any]) -> int:
+    """Restore what :func:`capture_rng_state` saved. CUDA generators are restored for the saved devices that
+    are visible now (a run may resume with fewer GPUs per process than it was saved with; the trainer's own
+    draws all come from seeded generators, so only a model's own randomness, e.g. dropout, uses them).
+    Returns the number of CUDA generator states restored."""
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state(
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cuda_states = state.get("cuda", [])[:visible]
+    for device, cuda_state in enumerate(cuda_states):
+        torch.cuda.set_rng_state(cuda_state, device)
+    return len(cuda_states)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
