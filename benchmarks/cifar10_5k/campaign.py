@@ -5,6 +5,7 @@ the outputs inside the package (``cure_zoo/models/bundled/<zoo name>/``).
     python benchmarks/cifar10_5k/campaign.py                  # everything, two processes side by side
     python benchmarks/cifar10_5k/campaign.py --stage train    # only the training runs
     python benchmarks/cifar10_5k/campaign.py --stage eval --n-examples 500
+    python benchmarks/cifar10_5k/campaign.py --stage card        # eval.json + card from the chunks so far
 
 Every stage resumes: a finished stage of a model (its files in the bundled folder) is skipped, and a training
 run killed half-way continues from its checkpoint in ``--runs-dir`` (checkpoints never leave that folder).
@@ -30,6 +31,11 @@ BUNDLED = ROOT / "cure_zoo" / "models" / "bundled"
 LOG = Path(__file__).resolve().parent / "campaign.jsonl"
 # What a finished training run ships (the checkpoint stays behind).
 RUN_FILES = ("model.safetensors", "config.json", "train_hparams.yaml", "metrics.jsonl")
+# The evaluation: every attack of the card on the same images, in chunks of CHUNK test images (each chunk one
+# process and one file, committed when done), so that a stopped campaign resumes between chunks.
+ATTACKS = "nat,pgd20,pgd100,cw20,aa,sweep"
+CHUNK = 100
+CHUNKS = Path(__file__).resolve().parent / "eval_chunks"
 
 
 @dataclass(frozen=True)
@@ -166,23 +172,108 @@ def train_stage(args: argparse.Namespace) -> None:
     Stage(args.jobs).run(todo, start, finished, lambda r: r.init_from is None or done(_run(r.init_from)))
 
 
+def chunk_path(r: Run, start: int, stop: int, chunks: Path = CHUNKS) -> Path:
+    return chunks / r.zoo_name / f"chunk_{start:04d}_{stop:04d}.json"
+
+
+def eval_chunk(model_dir: str, start: int, stop: int, out: str) -> None:
+    """One chunk of the evaluation (run in its own process)."""
+    import torch
+
+    from cure_zoo.data import load_bundled
+    from cure_zoo.evaluation import evaluate
+
+    torch.set_num_threads(1)
+    images = load_bundled("cifar10", "test").slice(start, stop)
+    result = evaluate(model_dir, images, ATTACKS, batch_size=CHUNK, aa_batch_size=CHUNK, device="cpu", progress=False)
+    result.save(out)
+
+
+def eval_stage(args: argparse.Namespace) -> None:
+    bundled = Path(args.bundled_dir)
+    n = args.n_examples
+    # Breadth first: every model gets the first chunk before any gets the second.
+    jobs = []
+    for start in range(0, n, CHUNK):
+        for r in RUNS:
+            if r.key in args.only and (bundled / r.zoo_name / "config.json").is_file():
+                stop = min(n, start + CHUNK)
+                if not chunk_path(r, start, stop, Path(args.chunks_dir)).is_file():
+                    jobs.append(Run(f"{r.key}:{start}:{stop}", r.zoo_name, cost=-start))
+
+    def start_job(job: Run) -> subprocess.Popen:
+        key, start, stop = job.key.split(":")
+        out = chunk_path(_run(key), int(start), int(stop), Path(args.chunks_dir))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--eval-chunk", str(bundled / job.zoo_name), start, stop, str(out)]
+        log({"run": key, "event": "eval-start", "images": [int(start), int(stop)]})
+        return subprocess.Popen(cmd, cwd=ROOT, env=child_env())
+
+    def finished(job: Run, wall: float) -> None:
+        key, start, stop = job.key.split(":")
+        path = chunk_path(_run(key), int(start), int(stop), Path(args.chunks_dir))
+        result = json.loads(path.read_text())
+        accuracy = {k: v["accuracy"] for k, v in result["results"].items() if isinstance(v, dict) and "accuracy" in v}
+        log({"run": key, "event": "evaluated", "images": [int(start), int(stop)], "wall_s": wall, "acc": accuracy})
+        if args.commit:
+            commit([path, LOG], f"cifar10_5k: {job.zoo_name} evaluated on test images {start}-{int(stop) - 1}")
+
+    Stage(args.jobs).run(jobs, start_job, finished, lambda job: True)
+
+
+def card_stage(args: argparse.Namespace) -> None:
+    """eval.json from the chunks measured so far (contiguous from image 0), then the model card."""
+    from cure_zoo.evaluation.result import EvalResult
+
+    bundled = Path(args.bundled_dir)
+    for r in RUNS:
+        if r.key not in args.only or not (bundled / r.zoo_name / "config.json").is_file():
+            continue
+        parts, start = [], 0
+        while found := sorted((Path(args.chunks_dir) / r.zoo_name).glob(f"chunk_{start:04d}_*.json")):
+            parts.append(EvalResult.load(found[0]))
+            start = int(found[0].stem.split("_")[2])
+        if not parts:
+            continue
+        merged = EvalResult.concat(parts)
+        dest = bundled / r.zoo_name
+        merged.save(dest / "eval.json")
+        card = subprocess.run(
+            [sys.executable, "-m", "cure_zoo.cli.main", "card", str(dest)], cwd=ROOT, env=child_env(), text=True
+        )
+        log({"run": r.key, "event": "card", "images": start, "returncode": card.returncode})
+        if card.returncode == 0 and args.commit:
+            commit([dest, LOG], f"cifar10_5k: {r.zoo_name} card and eval.json ({start} test images)")
+
+
 def _run(key: str) -> Run:
     return next(r for r in RUNS if r.key == key)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["train", "all"], default="all")
+    parser.add_argument("--stage", choices=["train", "eval", "card", "all"], default="all")
+    parser.add_argument("--n-examples", type=int, default=500, help="test images to evaluate (of 1,017)")
+    parser.add_argument("--eval-chunk", nargs=4, metavar=("MODEL_DIR", "START", "STOP", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "cifar10_5k"))
     parser.add_argument("--jobs", type=int, default=2, help="processes side by side (one thread each)")
     parser.add_argument("--only", default=",".join(r.key for r in RUNS), help="comma-separated run keys")
     parser.add_argument("--bundled-dir", default=str(BUNDLED), help="where finished models go (testing)")
+    parser.add_argument("--chunks-dir", default=str(CHUNKS), help="where evaluation chunks go (testing)")
     parser.add_argument("--set", action="append", default=[], help="recipe override for every run (testing)")
     parser.add_argument("--commit", action="store_true", help="git-commit each model's outputs when it finishes")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
+    if args.eval_chunk:
+        model_dir, start, stop, out = args.eval_chunk
+        eval_chunk(model_dir, int(start), int(stop), out)
+        return 0
     if args.stage in ("train", "all"):
         train_stage(args)
+    if args.stage in ("eval", "all"):
+        eval_stage(args)
+    if args.stage in ("card", "all"):
+        card_stage(args)
     return 0
 
 
