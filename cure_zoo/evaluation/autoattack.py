@@ -43,6 +43,7 @@ class AutoAttackOutcome:
     x_adv: torch.Tensor  # [N, C, H, W] on the CPU: the adversarial image where one was found, else the input
     accuracy_after: dict[str, float] = field(default_factory=dict)  # robust fraction after each sub-attack
     flags: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each sub-attack that ran
 
     def robust_after(self) -> dict[str, int]:
         """Images still robust after each sub-attack that ran, as counts. pyautoattack logs percentages with
@@ -54,13 +55,14 @@ class AutoAttackOutcome:
 class _Capture(logging.Handler):
     """Collects pyautoattack's warnings and reports progress from its debug messages."""
 
-    _after = re.compile(r"robust accuracy after ([A-Z0-9-]+): ([0-9.]+)%")
+    _after = re.compile(r"robust accuracy after ([A-Z0-9-]+): ([0-9.]+)%(?: \(total time ([0-9.]+) s\))?")
     _batch = re.compile(r"^([a-z0-9-]+) - (\d+)/(\d+) - ")
 
     def __init__(self, on_progress: Callable[[str, int, int], None] | None):
         super().__init__(level=logging.DEBUG)
         self.warnings: list[str] = []
         self.accuracy_after: dict[str, float] = {}
+        self.total_time: dict[str, float] = {}  # AutoAttack's running total after each sub-attack
         self.on_progress = on_progress
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -69,6 +71,8 @@ class _Capture(logging.Handler):
             self.warnings.append(f"AutoAttack: {msg}")
         elif m := self._after.search(msg):
             self.accuracy_after[m.group(1).lower()] = float(m.group(2)) / 100
+            if m.group(3) is not None:
+                self.total_time[m.group(1).lower()] = float(m.group(3))
         elif (m := self._batch.search(msg)) and self.on_progress is not None:
             self.on_progress(m.group(1), int(m.group(2)), int(m.group(3)))
 
@@ -107,7 +111,9 @@ def run_autoattack(
     robust = (y_adv.cpu() == y.cpu()).to(torch.bool)
     flags = list(dict.fromkeys(capture.warnings))  # pyautoattack checks once per call; keep order, no repeats
     flags += _check_adversarial(model, x, x_adv, y, robust, eps=eps, batch_size=batch_size, device=device)
-    return AutoAttackOutcome(robust, x_adv.cpu(), capture.accuracy_after, flags)
+    totals = list(capture.total_time.items())
+    seconds = {stage: round(t - (totals[i - 1][1] if i else 0.0), 1) for i, (stage, t) in enumerate(totals)}
+    return AutoAttackOutcome(robust, x_adv.cpu(), capture.accuracy_after, flags, seconds)
 
 
 @torch.no_grad()

@@ -140,17 +140,25 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def adversarial_batch(
+    model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """The images ``model`` is classified on under ``nat`` (``x`` itself) or a PGD-family attack."""
+    if spec.kind == "pgd":
+        loss = ce_loss if spec.loss == "ce" else partial(cw_margin_loss, confidence=spec.confidence)
+        delta = indexed_uniform_start(x, spec.eps, seed, indices)
+        return pgd(model, x, lambda logits: loss(logits, y), eps=spec.eps, step_size=spec.step_size,
+                   steps=spec.steps, delta=delta)  # fmt: skip
+    if spec.kind != "nat":
+        raise ValueError(f"attack_batch runs nat and PGD attacks, not {spec.kind}")
+    return x
+
+
 def attack_batch(
     model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, seed: int
 ) -> torch.Tensor:
     """Per-sample correctness (bool [B]) of ``model`` on one batch under ``nat`` or a PGD-family attack."""
-    if spec.kind == "pgd":
-        loss = ce_loss if spec.loss == "ce" else partial(cw_margin_loss, confidence=spec.confidence)
-        delta = indexed_uniform_start(x, spec.eps, seed, indices)
-        x = pgd(model, x, lambda logits: loss(logits, y), eps=spec.eps, step_size=spec.step_size,
-                steps=spec.steps, delta=delta)  # fmt: skip
-    elif spec.kind != "nat":
-        raise ValueError(f"attack_batch runs nat and PGD attacks, not {spec.kind}")
+    x = adversarial_batch(model, spec, x, y, indices, seed)
     with torch.no_grad():
         return model(x).argmax(1) == y
 
@@ -230,6 +238,7 @@ def evaluate(
     masks: dict[str, torch.Tensor] = {}
     times: dict[str, float] = {}
     stages: dict[str, dict[str, int]] = {}  # AutoAttack attack -> robust count after each sub-attack
+    stage_seconds: dict[str, dict[str, float]] = {}  # AutoAttack attack -> wall time of each sub-attack
     flags: list[str] = []
     with attack_mode(net), in_memory_format(net, layout):
         check_logits(net, images.images[:batch_size].to(dev), num_classes)  # same images on every rank
@@ -244,6 +253,7 @@ def evaluate(
                     bar.update(bar.total - bar.n)
                 masks[spec.name] = outcome.robust
                 stages[spec.name] = outcome.robust_after()
+                stage_seconds[spec.name] = outcome.seconds
                 flags += outcome.flags
             else:
                 n_batches = -(-len(shard) // batch_size)
@@ -254,7 +264,7 @@ def evaluate(
             times[spec.name] = time.perf_counter() - t0
 
     masks = gather_masks(masks)
-    per_rank = gather({"flags": flags, "times": times, "stages": stages})
+    per_rank = gather({"flags": flags, "times": times, "stages": stages, "stage_seconds": stage_seconds})
     flags = list(dict.fromkeys(f for part in per_rank for f in part["flags"]))
     times = {k: max(part["times"][k] for part in per_rank) for k in times}  # wall time = slowest rank
 
@@ -264,6 +274,9 @@ def evaluate(
     for name in stages:  # AutoAttack: robust accuracy after each sub-attack, summed over the ranks
         counts = sum_counts(part["stages"][name] for part in per_rank)
         results[name]["stages"] = stage_summary(counts, len(images), STANDARD_ATTACKS)
+        seconds = [part["stage_seconds"][name] for part in per_rank]  # wall time = slowest rank
+        for stage in results[name]["stages"]:
+            results[name]["stages"][stage]["time_s"] = max(part.get(stage, 0.0) for part in seconds)
     if worst is not None:
         masks["worst"] = worst
 

@@ -138,6 +138,10 @@ class EvalResult:
             if all("stages" in p.results.get(name, {}) for p in parts):
                 counts = sum_counts({s: v["correct"] for s, v in p.results[name]["stages"].items()} for p in parts)
                 results[name]["stages"] = stage_summary(counts, len(masks[name]), STANDARD_ATTACKS)
+                for stage, row in results[name]["stages"].items():  # chunks run one after another
+                    row["time_s"] = round(
+                        sum(p.results[name]["stages"].get(stage, {}).get("time_s", 0.0) for p in parts), 1
+                    )
         indices = [i for p in parts for i in p.indices]
         return cls(
             model=first.model,

@@ -10,6 +10,8 @@ file, or raises one clear :class:`PretrainedWeightsError`:
   the ``weights_sha256`` published in ``config.json``'s ``cure_zoo`` block.
 * ``source='pyautoattack'``: the ResNet-18 inside the installed pyautoattack wheel, converted once to
   safetensors in the zoo's cache folder.
+* ``source='package'``: a model shipped inside this package (``cure_zoo/models/bundled/<name>/``), whose
+  sha256 must equal the one pinned in ``published.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import PretrainedWeightsError, WeightsIntegrityError
-from ..io import save_weights, sha256_file
+from ..io import read_checked, record_checked, save_weights, sha256_file
+from ..rundir import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, described_sha256
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
@@ -34,9 +37,6 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 CACHE_ENV = "CURE_ZOO_CACHE"
-CONFIG_BLOCK = "cure_zoo"  # namespaced block of config.json holding the zoo's metadata and claims
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 def cache_dir() -> Path:
@@ -62,6 +62,8 @@ def resolve_weights_file(cfg: PretrainedCfg, name: str, entry: ZooEntry | None =
         return str(cfg.file)
     if cfg.source == "pyautoattack":
         return str(pyautoattack_resnet18_file())
+    if cfg.source == "package":
+        return str(package_weights_file(entry, name))
     if cfg.hf_hub_id:
         if entry is not None and cfg.hf_hub_id == entry.hf_hub_id and not entry.published and not custom_org():
             # Nothing is published under the zoo's own org yet: say so without a network round trip.
@@ -166,7 +168,7 @@ def local_dir_weights(directory: Path, name: str) -> Path:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         config = {}
-    expected = (config.get(CONFIG_BLOCK) or {}).get("weights_sha256")
+    expected = described_sha256(config.get(CONFIG_BLOCK) or {}, weights.name)
     if expected:
         verify_sha256(weights, expected, str(weights))
     return weights
@@ -177,9 +179,35 @@ def verify_sha256(path: Path, expected: str, what: str) -> None:
     if actual != expected:
         raise WeightsIntegrityError(
             f"{what} is corrupted or not the published file: sha256 {actual[:16]}... != published "
-            f"{expected[:16]}... (size {path.stat().st_size} bytes); nothing was loaded. Delete it from the "
-            f"Hugging Face cache (hf cache delete) and download again"
+            f"{expected[:16]}... (size {path.stat().st_size} bytes); nothing was loaded. {_integrity_remedy(path)}"
         )
+
+
+def _integrity_remedy(path: Path) -> str:
+    """What to do about a file whose sha256 is wrong: a Hub download is fetched again; a local file is not
+    in any cache, so deleting a cache entry would not help."""
+    from huggingface_hub import constants
+
+    if Path(os.path.realpath(path)).is_relative_to(os.path.realpath(constants.HF_HUB_CACHE)):
+        return "Delete it from the Hugging Face cache (hf cache delete) and download again"
+    return (
+        f"It changed after the {CONFIG_FILE} beside it recorded its sha256: restore the original file, or "
+        f"train or download the model again"
+    )
+
+
+def package_weights_file(entry: ZooEntry | None, name: str) -> Path:
+    """``model.safetensors`` of a model shipped inside this package, checked against its pinned sha256."""
+    if entry is None or entry.weights_source != "package":
+        raise PretrainedWeightsError(f"{name} is not a model shipped inside cure_zoo; create it by its zoo name")
+    weights = entry.bundled_dir / WEIGHTS_FILE
+    if not entry.published or not weights.is_file():
+        raise PretrainedWeightsError(
+            f"no pretrained weights for {name}: this cure_zoo build does not ship them (they are made by "
+            f"benchmarks/cifar10_5k/campaign.py; reinstall cure_zoo if the files were removed)"
+        )
+    verify_sha256(weights, entry.weights_sha256, f"{weights} (shipped with cure_zoo)")
+    return weights
 
 
 def pyautoattack_resnet18_file() -> Path:
@@ -197,9 +225,10 @@ def pyautoattack_resnet18_file() -> Path:
             f"pyautoattack"
         )
     target = cache_dir() / f"pyautoattack-{version}" / WEIGHTS_FILE
-    if not target.is_file():
-        with resources.as_file(source) as src:
+    with resources.as_file(source) as src:
+        meta = {"source": f"pyautoattack=={version}:examples/model_test.pt", "source_sha256": sha256_file(src)}
+        made_from = json.dumps(meta, sort_keys=True)
+        if not read_checked(target, made_from):  # first use, or the cached file changed: convert again
             state_dict = torch.load(src, map_location="cpu", weights_only=True)
-            meta = {"source": f"pyautoattack=={version}:examples/model_test.pt", "source_sha256": sha256_file(src)}
-        save_weights(state_dict, target, metadata=meta)
+            record_checked(save_weights(state_dict, target, metadata=meta), made_from)
     return target

@@ -3,6 +3,8 @@ the loop that registers each family's zoo names with timm."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -10,10 +12,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file as load_safetensors
 from timm.models import build_model_with_cfg, register_model
 from timm.models._builder import resolve_pretrained_cfg
 
+from ..errors import WeightsIntegrityError
 from .zoo import ZooEntry, find_entry, zoo_entries
+
+_logger = logging.getLogger(__name__)
 
 PAPER_ARXIV = "arXiv:2401.14948"
 
@@ -40,7 +46,7 @@ def entry_cfg(entry: ZooEntry, **kwargs: Any) -> dict[str, Any]:
     return cfg(
         num_classes=entry.num_classes,
         hf_hub_id=entry.hf_hub_id,
-        source="pyautoattack" if entry.weights_source == "pyautoattack" else None,
+        source=entry.weights_source if entry.weights_source in ("pyautoattack", "package") else None,
         license=entry.license,
         origin_url=entry.origin_url,
         description=entry.description or f"{entry.method.upper()} {entry.arch} trained on {entry.dataset}",
@@ -102,6 +108,66 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     return out
 
 
+def read_weights(file: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: safetensors, or the authors' ``.pt``/``.pth`` (``torch.load`` with
+    ``weights_only=True``, so no pickled code runs). An unreadable file is one clear error."""
+    path = str(file)
+    try:
+        if path.endswith(".safetensors"):
+            state_dict = load_safetensors(path, device="cpu")
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise WeightsIntegrityError(f"cannot read weights {path}: {err.strerror or err}") from None
+    except Exception as err:  # safetensors' and pickle's many ways to say "not a weights file"
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise WeightsIntegrityError(
+            f"{path} is not a readable weights file (truncated or not safetensors: {reason}); restore it or "
+            f"download/train it again"
+        ) from None
+    if not isinstance(state_dict, dict):
+        raise WeightsIntegrityError(f"{path} holds a {type(state_dict).__name__}, not a dict of tensors")
+    return state_dict
+
+
+def load_weights_strict(
+    model: nn.Module, file: str | os.PathLike, name: str, *, reset_classifier: bool = False
+) -> nn.Module:
+    """Load every tensor of ``file`` into ``model`` or fail: a tensor the model lacks, a model tensor the file
+    lacks, or a shape that differs is a :class:`WeightsIntegrityError` listing them. (timm itself drops the
+    classifier quietly when the class counts differ, which evaluated a random head.) The one exception is
+    timm's fine-tuning convention, asked for explicitly with ``num_classes`` != the weights' class count
+    (``reset_classifier``): the classifier is then left freshly initialised, and that is logged."""
+    state_dict = checkpoint_filter_fn(read_weights(file), model)
+    classifier = model.pretrained_cfg.get("classifier") or "fc"
+    if reset_classifier:
+        for key in (f"{classifier}.weight", f"{classifier}.bias"):
+            state_dict.pop(key, None)
+        _logger.warning("%s: classifier %s re-initialised for num_classes=%s", name, classifier, model.num_classes)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not (reset_classifier and k.startswith(classifier))]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} of a different shape (e.g. {k}: {tuple(state_dict[k].shape)} in the file, "
+                f"{tuple(own[k].shape)} in the model)"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing from the file (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} the model does not have (e.g. {unexpected[0]})")
+        raise WeightsIntegrityError(
+            f"the weights in {file} do not fit {name}: tensors {'; '.join(parts)}; nothing was loaded. The file is "
+            f"for another architecture or other model_args/num_classes than config.json says, or it is damaged"
+        )
+    model.load_state_dict(state_dict, strict=not reset_classifier)
+    return model
+
+
 def build_zoo_model(model_cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm's ``build_model_with_cfg``, with the zoo's weight resolution in front of it.
 
@@ -123,7 +189,11 @@ def build_zoo_model(model_cls: type[nn.Module], variant: str, pretrained: bool, 
 
         file = resolve_weights_file(pretrained_cfg, name, entry)
         if file is not None:
+            # the weights are loaded here, strictly, not by timm (see load_weights_strict)
             pretrained_cfg = replace(pretrained_cfg, file=file, source=None)
+            model = build_model_with_cfg(model_cls, variant, False, pretrained_cfg=pretrained_cfg, **kwargs)
+            reset = "num_classes" in kwargs and kwargs["num_classes"] != pretrained_cfg.num_classes
+            return load_weights_strict(model, file, name, reset_classifier=reset)
     return build_model_with_cfg(
         model_cls,
         variant,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from ..data.catalog import get_dataset_info
@@ -61,7 +62,8 @@ class ZooEntry:
     arch: str
     dataset: str
     tag: str = ""
-    # Weights: 'hub' (model.safetensors in the Hub repo) or 'pyautoattack' (the file inside that wheel).
+    # Weights: 'hub' (model.safetensors in the Hub repo), 'pyautoattack' (the file inside that wheel) or
+    # 'package' (a run directory shipped inside this package, under cure_zoo/models/bundled/<name>/).
     weights_source: str = "hub"
     # Hub commit the zoo vouches for once weights are published; None until then (see published.json).
     revision: str | None = None
@@ -112,12 +114,29 @@ class ZooEntry:
 
     @property
     def published(self) -> bool:
-        """Whether the zoo vouches for weights: shipped in a dependency or pinned to a Hub revision."""
+        """Whether the zoo vouches for weights: shipped in a dependency, pinned to a Hub revision, or shipped in
+        this package with their sha256 pinned in published.json."""
+        if self.weights_source == "package":
+            return self.weights_sha256 is not None
         return self.weights_source != "hub" or self.revision is not None
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The pinned sha256 of weights shipped in this package (published.json), else None."""
+        return _PUBLISHED.get(self.name, {}).get("sha256") if self.weights_source == "package" else None
+
+    @property
+    def bundled_dir(self) -> Path:
+        """Where a 'package' entry's run directory (model.safetensors, config.json, card) lives."""
+        return BUNDLED_DIR / self.name
+
+
+BUNDLED_DIR = Path(str(resources.files(__package__) / "bundled"))
 
 
 def _published() -> dict[str, dict[str, Any]]:
-    """published.json: for each model whose weights the zoo publishes, its pinned revision and claims."""
+    """published.json: for each model whose weights the zoo publishes, its pinned Hub revision (or, for
+    weights shipped in the package, their sha256) and its measured claims."""
     return json.loads((resources.files(__package__) / "published.json").read_text())
 
 
@@ -158,17 +177,22 @@ CIFAR10_5K = [
     ("cure", "", "CURE, paper preset, from the st model's weights"),
     ("cure", "official", "CURE, the authors' code preset, from the st model's weights"),
 ]
-ZOO.extend(
-    ZooEntry(
+
+
+def _package_entry(method: str, tag: str, what: str) -> ZooEntry:
+    entry = ZooEntry(
         method,
         "resnet18_w16",
         "cifar10",
         tag=tag,
         train_subset="5k",
+        weights_source="package",
         description=f"{what}; {SMALL_SCALE_NOTE}",
     )
-    for method, tag, what in CIFAR10_5K
-)
+    return replace(entry, claims=_PUBLISHED.get(entry.name, {}).get("claims", {}))
+
+
+ZOO.extend(_package_entry(*row) for row in CIFAR10_5K)
 
 _BY_NAME = {e.name: e for e in ZOO}
 _BY_ARCH_TAG = {f"{e.architecture}.{e.arch_tag}": e for e in ZOO}
