@@ -246,13 +246,93 @@ def card_stage(args: argparse.Namespace) -> None:
             commit([dest, LOG], f"cifar10_5k: {r.zoo_name} card and eval.json ({start} test images)")
 
 
+LABELS = {
+    "st": "ST",
+    "at": "PGD-AT",
+    "trades": "TRADES",
+    "trades_from_st": "TRADES from ST",
+    "cure": "CURE (paper preset)",
+    "cure_official": "CURE (authors' code preset)",
+}
+TABLE = [("nat", "Nat"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw20", "CW-inf"), ("aa", "AA")]
+
+
+def report_stage(args: argparse.Namespace) -> None:
+    """results.json, results.md and tradeoff.png from each model's eval.json and training record."""
+    bundled, out_dir = Path(args.bundled_dir), Path(__file__).resolve().parent
+    trained = {}
+    if LOG.is_file():
+        for line in LOG.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("event") == "trained":
+                trained[record["run"]] = record
+    rows = []
+    for r in RUNS:
+        eval_path = bundled / r.zoo_name / "eval.json"
+        if r.key not in args.only or not eval_path.is_file():
+            continue
+        results = json.loads(eval_path.read_text())["results"]
+        training = json.loads((bundled / r.zoo_name / "config.json").read_text())["cure_zoo"]["training"]
+        row = {"run": r.key, "model": r.zoo_name, "method": LABELS[r.key], "n": results["nat"]["n"]}
+        for key, _ in TABLE:
+            if key in results:
+                row[key] = {k: results[key][k] for k in ("accuracy", "correct", "n", "ci95")}
+        for key in ("nrr_cw", "nrr_aa"):
+            if key in results:
+                row[key] = results[key]["value"] if isinstance(results[key], dict) else results[key]
+        row["epochs"] = training["epochs"]
+        row["min_per_epoch"] = round(training["train_time_s"] / 60 / training["epochs"], 2)
+        row["wall_min"] = round(trained[r.key]["wall_s"] / 60, 1) if r.key in trained else None
+        rows.append(row)
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "| method | Nat | PGD-20 | PGD-100 | CW-inf | AA | NRR (CW) | NRR (AA) | min/epoch | n |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["method"]]
+        for key, _ in TABLE:
+            v = row.get(key)
+            cells.append(f"{v['accuracy']:.1f} [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}]" if v else "-")
+        cells += [f"{row[k]:.1f}" if row.get(k) is not None else "-" for k in ("nrr_cw", "nrr_aa")]
+        cells += [f"{row['min_per_epoch']:.1f}", str(row["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    _plot_tradeoff(rows, out_dir / "tradeoff.png")
+
+
+def _plot_tradeoff(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for row in rows:
+        robust_key = "aa" if "aa" in row else "cw20"
+        nat, rob = row["nat"], row[robust_key]
+        xerr = [[nat["accuracy"] - nat["ci95"][0]], [nat["ci95"][1] - nat["accuracy"]]]
+        yerr = [[rob["accuracy"] - rob["ci95"][0]], [rob["ci95"][1] - rob["accuracy"]]]
+        ax.errorbar(nat["accuracy"], rob["accuracy"], xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=row["method"])
+    ax.set_xlabel("natural accuracy (%)")
+    ax.set_ylabel("AutoAttack accuracy (%), L-inf 8/255")
+    n = rows[0]["n"] if rows else 0
+    ax.set_title(f"CIFAR-10-5k track (small scale), first {n} test images, 95% Wilson intervals", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+
+
 def _run(key: str) -> Run:
     return next(r for r in RUNS if r.key == key)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["train", "eval", "card", "all"], default="all")
+    parser.add_argument("--stage", choices=["train", "eval", "card", "report", "all"], default="all")
     parser.add_argument("--n-examples", type=int, default=500, help="test images to evaluate (of 1,017)")
     parser.add_argument("--eval-chunk", nargs=4, metavar=("MODEL_DIR", "START", "STOP", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "cifar10_5k"))
@@ -274,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_stage(args)
     if args.stage in ("card", "all"):
         card_stage(args)
+    if args.stage in ("report", "all"):
+        report_stage(args)
     return 0
 
 
