@@ -67,9 +67,14 @@ def log(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
+# The code the children run (--code-dir): by default this checkout; a frozen copy (e.g. a git worktree at one
+# commit) keeps a long campaign independent of edits made to the checkout while it runs.
+CODE = ROOT
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(CODE) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -339,11 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="processes side by side (one thread each)")
     parser.add_argument("--only", default=",".join(r.key for r in RUNS), help="comma-separated run keys")
     parser.add_argument("--bundled-dir", default=str(BUNDLED), help="where finished models go (testing)")
+    parser.add_argument("--code-dir", default=str(ROOT), help="the cure_zoo checkout the children run")
     parser.add_argument("--chunks-dir", default=str(CHUNKS), help="where evaluation chunks go (testing)")
     parser.add_argument("--set", action="append", default=[], help="recipe override for every run (testing)")
     parser.add_argument("--commit", action="store_true", help="git-commit each model's outputs when it finishes")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
+    global CODE
+    CODE = Path(args.code_dir).resolve()
     if args.eval_chunk:
         model_dir, start, stop, out = args.eval_chunk
         eval_chunk(model_dir, int(start), int(stop), out)
