@@ -138,7 +138,7 @@ def train_stage(args: argparse.Namespace) -> None:
     def start(r: Run) -> subprocess.Popen:
         cmd = [
             sys.executable,
-            str(ROOT / "recipes" / "train.py"),
+            str(CODE / "recipes" / "train.py"),
             "--recipe",
             r.recipe,
             "--output",
