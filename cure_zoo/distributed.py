@@ -9,6 +9,9 @@ NCCL on GPUs, gloo on the CPU.
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,9 +53,7 @@ class DistInfo:
 
 def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes (if any) and pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank = (_env_int(v, d) for v, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
     device = resolve_device(device_spec)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -60,15 +61,101 @@ def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        timeout = timedelta(minutes=30)
-        store = _torchrun_attempt_store(world_size, timeout)
-        if store is not None:
-            kwargs.update(store=store, rank=rank, world_size=world_size)
-        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+        store = _rendezvous(rank, world_size)
+        dist.init_process_group(
+            backend=backend, timeout=PROCESS_GROUP_TIMEOUT, store=store, rank=rank, world_size=world_size, **kwargs
+        )
     return info, device
 
 
-def _torchrun_attempt_store(world_size: int, timeout: timedelta) -> dist.Store | None:
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name) or str(default)
+    try:
+        return int(text)
+    except ValueError:
+        raise CureZooError(f"{name}={text!r} is not an integer; {_LEFTOVER_HINT}") from None
+
+
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)  # a collective that waits longer than this is a hang
+RENDEZVOUS_TIMEOUT_ENV = "CURE_ZOO_RENDEZVOUS_TIMEOUT"
+DEFAULT_RENDEZVOUS_TIMEOUT_S = 300.0
+_LEFTOVER_HINT = (
+    "if you did not mean to run distributed, unset WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT "
+    "(left over from torchrun?); otherwise start every process with torchrun"
+)
+
+
+def _rendezvous(rank: int, world_size: int) -> dist.Store:
+    """The store all ``world_size`` processes have joined, or one clear error.
+
+    torch's own ``env://`` rendezvous waits (30 minutes, deaf to Ctrl-C inside its C++ wait) for processes
+    that may never come: a shell with torchrun's variables left in it has ``WORLD_SIZE=2`` and nobody else.
+    Here every process says what it waits for, waits at most ``$CURE_ZOO_RENDEZVOUS_TIMEOUT`` seconds
+    (default 300), and polls in short steps, so Ctrl-C works."""
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise CureZooError(
+            f"WORLD_SIZE={world_size} asks for {world_size} processes, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set, so they cannot meet; {_LEFTOVER_HINT}"
+        )
+    if not 0 <= rank < world_size:
+        raise CureZooError(f"RANK={rank} is outside WORLD_SIZE={world_size}; {_LEFTOVER_HINT}")
+    host, port_text = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    try:
+        port = int(port_text)
+        limit = float(os.environ.get(RENDEZVOUS_TIMEOUT_ENV, DEFAULT_RENDEZVOUS_TIMEOUT_S))
+    except ValueError:
+        raise CureZooError(
+            f"MASTER_PORT={port_text!r} or {RENDEZVOUS_TIMEOUT_ENV} is not a number; {_LEFTOVER_HINT}"
+        ) from None
+    print(
+        f"cure_zoo: rank {rank} waiting up to {limit:g} s for {world_size - 1} more process"
+        f"{'es' if world_size > 2 else ''} (WORLD_SIZE={world_size}) at {host}:{port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    deadline = time.monotonic() + limit
+    store = _torchrun_attempt_store(world_size, deadline)
+    if store is None:  # no torchrun agent store: rank 0 hosts one, as env:// would
+        store = _connect(
+            lambda t: dist.TCPStore(host, port, world_size, is_master=rank == 0, timeout=t, wait_for_workers=False),
+            deadline,
+            f"{host}:{port}",
+        )
+    store.add(_JOINED_KEY, 1)
+    while (joined := store.add(_JOINED_KEY, 0)) < world_size:
+        if time.monotonic() > deadline:
+            raise CureZooError(
+                f"no other process joined within {limit:g} s: {joined} of WORLD_SIZE={world_size} at {host}:{port} "
+                f"(raise {RENDEZVOUS_TIMEOUT_ENV} for slow starts); {_LEFTOVER_HINT}"
+            )
+        time.sleep(0.05)
+    return store
+
+
+_JOINED_KEY = "cure_zoo/rendezvous/joined"
+
+
+def _connect(make: Callable[[timedelta], dist.Store], deadline: float, where: str) -> dist.Store:
+    """``make(timeout)`` retried in short attempts until ``deadline`` (each attempt is a C++ wait that Ctrl-C
+    cannot interrupt, so each is kept short); the store then gets the process group's timeout."""
+    while True:
+        step = min(2.0, max(0.1, deadline - time.monotonic()))
+        try:
+            store = make(timedelta(seconds=step))
+        except (RuntimeError, OSError) as err:  # DistStoreError / DistNetworkError: not there (yet)
+            if time.monotonic() >= deadline:
+                reason = " ".join(str(err).split())[:160]
+                raise CureZooError(
+                    f"cannot reach or host the rendezvous at {where} ({reason}); {_LEFTOVER_HINT}"
+                ) from None
+            time.sleep(0.1)
+            continue
+        store.set_timeout(PROCESS_GROUP_TIMEOUT)
+        return store
+
+
+def _torchrun_attempt_store(world_size: int, deadline: float) -> dist.Store | None:
     """torchrun's shared store, scoped to this restart attempt; None when torchrun does not share its store.
 
     Since torch 2.5 torchrun's workers use one TCPStore that the elastic agent keeps for its whole life
@@ -81,8 +168,9 @@ def _torchrun_attempt_store(world_size: int, timeout: timedelta) -> dist.Store |
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    agent = dist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent = _connect(
+        lambda t: dist.TCPStore(host, port, world_size, is_master=False, timeout=t), deadline, f"{host}:{port}"
     )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"cure_zoo/attempt_{attempt}", agent)

@@ -7,7 +7,9 @@
         --max-restarts=3 recipes/train.py --recipe cure_wrn34_10_cifar10 --output runs/wrn
 
 Running the same command again in the same --output directory resumes from its checkpoint (this is also what
-happens when torchrun restarts failed workers). SIGTERM writes a checkpoint and exits with status 143.
+happens when torchrun restarts failed workers). SIGTERM or Ctrl-C (SIGINT) writes a checkpoint after the
+current step and exits with status 143 or 130 (128 + the signal's number, the shell's convention); a second
+Ctrl-C stops at once, keeping the previous checkpoint. Bad input or an I/O error: one line, status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    from cure_zoo.cli.main import OneLineErrorParser
+
+    parser = OneLineErrorParser(
+        prog="recipes/train.py",
         description="Train a cure_zoo model (ST, AT, TRADES, CURE, CURE-Eff) from a YAML recipe.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
@@ -43,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     args = parse_args(argv)
-    from cure_zoo.errors import CureZooError
+    from cure_zoo.errors import user_error_message
     from cure_zoo.training import RunInterrupted, available_recipes, load_recipe, train
     from cure_zoo.training.recipe import recipe_to_yaml
 
@@ -69,9 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         train(recipe, output)
     except RunInterrupted as stop:
         print(str(stop), file=sys.stderr)
-        return 143
-    except CureZooError as err:
-        print(f"error: {err}", file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the training loop: no checkpoint was written
+        print("interrupted (Ctrl-C) before a checkpoint was written; the last one, if any, is kept", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
         from cure_zoo.training.distributed import shutdown_distributed

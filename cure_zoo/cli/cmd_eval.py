@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="measure natural and robust accuracy (PGD, CW-inf, AutoAttack)",
-        description="Evaluate a model under L-inf attacks on a test split: nat (clean), pgd20, pgd100, cw20 "
+        description="Evaluate a model under L-inf (or, with --norm L2, L2) attacks on a test split: nat (clean), pgd20, pgd100, cw20 "
         "(CW-inf margin PGD, confidence 50), aa (AutoAttack standard), sweep (PGD-20 at 0.25/255..8/255); "
         "NAME@EPS runs an attack at another eps. Prints accuracies with 95%% Wilson intervals, the per-sample "
         "worst case and NRR, and writes everything (with per-sample masks) to --json.",
@@ -24,7 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
     p.add_argument("--attacks", default="nat,pgd20,cw20,aa", help="comma-separated (default: nat,pgd20,cw20,aa)")
     p.add_argument("--n-examples", type=int, default=None, help="first N test images in official order (default: all)")
-    p.add_argument("--eps", default="8/255", help="L-inf budget in [0, 1] pixel units, e.g. 8/255 (default) or 0.031")
+    p.add_argument(
+        "--eps", default=None, help="budget in [0, 1] pixel units, e.g. 8/255 or 0.031 (default: 8/255 L-inf, 0.5 L2)"
+    )
+    p.add_argument("--norm", default="Linf", help="threat model: Linf (default, the paper's) or L2 (RobustBench's)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
     p.add_argument("--aa-batch-size", type=int, default=None, help="AutoAttack's batch size (default: --batch-size)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -52,7 +55,19 @@ def run(args: argparse.Namespace) -> int:
         raise CureZooError(f"--n-examples must be positive, got {args.n_examples}")
     if args.batch_size <= 0:
         raise CureZooError(f"--batch-size must be positive, got {args.batch_size}")
-    parse_attacks(args.attacks, parse_eps(args.eps))  # bad names/eps fail before anything is loaded
+    from cure_zoo.evaluation.protocol import default_eps, eps_label, parse_norm
+
+    norm = parse_norm(args.norm)
+    eps = default_eps(norm) if args.eps is None else parse_eps(args.eps, norm)
+    parse_attacks(args.attacks, eps, norm)  # bad names/eps fail before anything is loaded
+    if args.json:  # a path the writer refuses, or the weights themselves, fail before any attack runs
+        from cure_zoo.io import check_output_path
+        from cure_zoo.rundir import model_files
+
+        check_output_path(args.json, inputs=model_files(args.model))
+    from cure_zoo.models.loader import load_model
+
+    model = load_model(args.model)  # a bad model fails before the dataset is looked for (and announced)
 
     import torch.distributed as dist
 
@@ -64,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rank = dist.get_rank() if dist.is_initialized() else 0
         result = evaluate(
-            args.model,
+            model,
             args.dataset,
             args.attacks,
             n_examples=args.n_examples,
@@ -72,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             aa_batch_size=args.aa_batch_size,
             device=args.device,
             seed=args.seed,
-            eps=args.eps,
+            eps=eps,
+            norm=norm,
             memory_format=args.memory_format,
             data_dir=args.data_dir,
             download=False if args.no_download else "auto",
@@ -86,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     m, d, p = result.model, result.dataset, result.protocol
     print(
-        f"{m['name']} on {d['n_examples']} {d['name']} {d['split']} images, eps {args.eps}, seed {p['seed']}, "
+        f"{m['name']} on {d['n_examples']} {d['name']} {d['split']} images, {norm} eps {eps_label(eps, norm)}, seed {p['seed']}, "
         f"{p['device']} x{p['world_size']}, {result.time_s:.1f} s"
     )
     print(result.format_table())

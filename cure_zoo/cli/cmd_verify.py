@@ -41,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_size <= 0:
         raise CureZooError(f"--chunk-size must be positive, got {args.chunk_size}")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    if args.state_dir is not None:  # an unusable folder is a usage error (2), found before anything is measured
+        _check_state_dir(args.state_dir)
+    if args.json:  # checked before anything is measured; never the weights, config or evaluation it reads
+        from cure_zoo.io import check_output_path
+        from cure_zoo.rundir import model_files
+
+        check_output_path(args.json, inputs=model_files(args.model, claims=True))
     report = verify(
         args.model,
         n_examples=args.n_examples,
@@ -57,3 +64,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_report(report, args.json)
     return 0 if report.passed else 1
+
+
+def _check_state_dir(folder: str) -> None:
+    import os
+    import tempfile
+
+    from cure_zoo.errors import CureZooError
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CureZooError(
+            f"--state-dir {folder} cannot hold verify's chunks ({err.strerror}); pass a writable folder"
+        ) from None

@@ -11,10 +11,10 @@ import importlib
 import sys
 
 # Subcommands, in the order ``--help`` shows them.
-COMMANDS = ["list", "eval", "card", "push", "verify"]
+COMMANDS = ["list", "eval", "card", "push", "verify", "analyze"]
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     """Usage mistakes (unknown option, bad choice, missing argument) as one line, exit code 2."""
 
     def error(self, message: str):
@@ -22,7 +22,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog="cure-zoo",
         description="A timm model zoo of adversarially robust classifiers trained with CURE (ICLR 2024).",
         epilog="Run 'cure-zoo COMMAND --help' for a command's options.",
@@ -37,17 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import CureZooError
+    """Run one command. Exit status: 0 done, 1 a claim does not hold (verify), 2 a usage, input or I/O error
+    (one line on stderr, from :func:`cure_zoo.errors.user_error_message`), 130 interrupted (Ctrl-C)."""
+    from ..errors import user_error_message
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except CureZooError as err:
-        print(f"cure-zoo {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"cure-zoo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"cure-zoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

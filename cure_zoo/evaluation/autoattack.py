@@ -1,4 +1,4 @@
-"""AutoAttack (standard L-inf: APGD-CE, APGD-T, FAB-T, Square) through the ``pyautoattack`` package.
+"""AutoAttack (standard, L-inf or L2: APGD-CE, APGD-T, FAB-T, Square) through the ``pyautoattack`` package.
 
 The attack itself is pyautoattack's, called as its README shows (``AutoAttack(model, norm='Linf', eps=...,
 version='standard', seed=...)`` then ``run_standard_evaluation(x, y, batch_size=...)``), so the result is
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+
+from ..attacks import classify, nonfinite_flag
 
 AA_LOGGER = "auto-attack"
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -87,8 +89,9 @@ def run_autoattack(
     batch_size: int,
     device: torch.device,
     on_progress: Callable[[str, int, int], None] | None = None,
+    norm: str = "Linf",
 ) -> AutoAttackOutcome:
-    """Standard L-inf AutoAttack of ``model`` (eval mode, logits, [0, 1] inputs) on ``x``, ``y`` (any device).
+    """Standard AutoAttack (``norm`` ``"Linf"`` or ``"L2"``) of ``model`` (eval mode, logits, [0, 1] inputs) on ``x``, ``y`` (any device).
 
     ``on_progress(sub_attack, batch, n_batches)`` is called after each batch of each sub-attack."""
     from pyautoattack import AutoAttack
@@ -100,9 +103,10 @@ def run_autoattack(
     logger.propagate = False  # ...which must not reach the user's root handlers
     logger.addHandler(capture)
     fork_devices = [device] if device.type == "cuda" else []
+    watched = _NonFiniteWatch(model)
     try:
         with torch.random.fork_rng(devices=fork_devices):
-            adversary = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device=device)
+            adversary = AutoAttack(watched, norm=norm, eps=eps, version="standard", seed=seed, device=device)
             x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     finally:
         logger.removeHandler(capture)
@@ -110,32 +114,60 @@ def run_autoattack(
         logger.propagate = saved[1]
     robust = (y_adv.cpu() == y.cpu()).to(torch.bool)
     flags = list(dict.fromkeys(capture.warnings))  # pyautoattack checks once per call; keep order, no repeats
-    flags += _check_adversarial(model, x, x_adv, y, robust, eps=eps, batch_size=batch_size, device=device)
+    if watched.nonfinite_rows:
+        flags.append(
+            f"AutoAttack: the model returned NaN or infinite logits on {watched.nonfinite_rows} inputs during the "
+            f"attack; pyautoattack reads such a row as a class, so its robust accuracy is an upper bound, not a "
+            f"measurement (gradient masking)"
+        )
+    robust, recheck = _check_adversarial(
+        model, x, x_adv, y, robust, eps=eps, norm=norm, batch_size=batch_size, device=device
+    )
+    flags += recheck
     totals = list(capture.total_time.items())
     seconds = {stage: round(t - (totals[i - 1][1] if i else 0.0), 1) for i, (stage, t) in enumerate(totals)}
     return AutoAttackOutcome(robust, x_adv.cpu(), capture.accuracy_after, flags, seconds)
 
 
+class _NonFiniteWatch(nn.Module):
+    """The model as pyautoattack sees it, counting the output rows that hold a NaN or an infinity."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.nonfinite_rows = 0
+        self.training = model.training  # pyautoattack's checks see the model's own mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.nonfinite_rows += int((~torch.isfinite(out.detach()).all(dim=1)).sum())
+        return out
+
+
 @torch.no_grad()
-def _check_adversarial(model, x, x_adv, y, robust, *, eps, batch_size, device) -> list[str]:
-    """Independent checks of AutoAttack's output: inside the budget, and re-classified as it says."""
+def _check_adversarial(model, x, x_adv, y, robust, *, eps, norm, batch_size, device) -> tuple[torch.Tensor, list[str]]:
+    """Independent checks of AutoAttack's output: inside the budget, and re-classified as it says. Returns
+    the robust flags with the zoo's logit rule applied (non-finite logits on an image: not robust)."""
     flags = []
-    linf = (x_adv.cpu() - x.cpu()).abs().flatten(1).amax(1)
-    if (linf > eps + _BUDGET_TOL).any() or x_adv.min() < 0 or x_adv.max() > 1 or not torch.isfinite(x_adv).all():
+    diff = (x_adv.cpu() - x.cpu()).flatten(1)
+    dist = diff.abs().amax(1) if norm == "Linf" else diff.norm(dim=1)
+    if (dist > eps + _BUDGET_TOL).any() or x_adv.min() < 0 or x_adv.max() > 1 or not torch.isfinite(x_adv).all():
         flags.append(
-            f"AutoAttack returned images outside the budget (max L-inf {linf.max().item():.6f} > eps {eps:.6f}, "
+            f"AutoAttack returned images outside the budget (max {norm} {dist.max().item():.6f} > eps {eps:.6f}, "
             f"or outside [0, 1])"
         )
-    correct = torch.cat(
-        [
-            model(x_adv[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
-            for i in range(0, len(y), batch_size)
-        ]
-    )
-    disagree = int((correct != robust).sum())
+    parts = [
+        classify(model(x_adv[i : i + batch_size].to(device)), y[i : i + batch_size].to(device))
+        for i in range(0, len(y), batch_size)
+    ]
+    correct = torch.cat([p.correct.cpu() for p in parts]) if parts else torch.zeros(0, dtype=torch.bool)
+    nonfinite = torch.cat([p.nonfinite.cpu() for p in parts]) if parts else torch.zeros(0, dtype=torch.bool)
+    if nonfinite.any():
+        flags.append(nonfinite_flag("AutoAttack's adversarial images", int(nonfinite.sum()), len(y)))
+    disagree = int((correct != robust)[~nonfinite].sum())
     if disagree:
         flags.append(
             f"re-classifying AutoAttack's adversarial images disagrees with its robust flags on {disagree} of "
             f"{len(y)} images (numerical non-determinism of the model?); its own flags are reported"
         )
-    return flags
+    return robust & ~nonfinite, flags

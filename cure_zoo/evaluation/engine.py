@@ -21,13 +21,22 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..attacks import ce_loss, cw_margin_loss, frozen_parameters, indexed_uniform_start, pgd
+from ..attacks import (
+    ce_loss,
+    classify,
+    cw_margin_loss,
+    frozen_parameters,
+    indexed_l2_start,
+    indexed_uniform_start,
+    nonfinite_flag,
+    pgd,
+)
 from ..data import ImageSet, get_dataset_info
 from ..distributed import resolve_device
 from ..errors import CureZooError
 from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
 from .metrics import stage_summary, sum_counts, summarise
-from .protocol import DEFAULT_EPS, AttackSpec, parse_attacks, parse_eps
+from .protocol import AttackSpec, default_eps, parse_attacks, parse_eps, parse_norm
 from .result import EvalResult
 from .sharding import gather, gather_masks, shard_bounds, world
 
@@ -146,9 +155,10 @@ def adversarial_batch(
     """The images ``model`` is classified on under ``nat`` (``x`` itself) or a PGD-family attack."""
     if spec.kind == "pgd":
         loss = ce_loss if spec.loss == "ce" else partial(cw_margin_loss, confidence=spec.confidence)
-        delta = indexed_uniform_start(x, spec.eps, seed, indices)
+        start = indexed_uniform_start if spec.norm == "Linf" else indexed_l2_start
+        delta = start(x, spec.eps, seed, indices)
         return pgd(model, x, lambda logits: loss(logits, y), eps=spec.eps, step_size=spec.step_size,
-                   steps=spec.steps, delta=delta)  # fmt: skip
+                   steps=spec.steps, delta=delta, norm=spec.norm)  # fmt: skip
     if spec.kind != "nat":
         raise ValueError(f"attack_batch runs nat and PGD attacks, not {spec.kind}")
     return x
@@ -160,19 +170,26 @@ def attack_batch(
     """Per-sample correctness (bool [B]) of ``model`` on one batch under ``nat`` or a PGD-family attack."""
     x = adversarial_batch(model, spec, x, y, indices, seed)
     with torch.no_grad():
-        return model(x).argmax(1) == y
+        return classify(model(x), y).correct
 
 
-def _run_batched(model, spec, images: ImageSet, *, batch_size, device, memory_format, seed, bar) -> torch.Tensor:
-    out = []
+def _run_batched(
+    model, spec, images: ImageSet, *, batch_size, device, memory_format, seed, bar
+) -> tuple[torch.Tensor, int]:
+    """Per-image correctness under ``spec`` and how many images had non-finite logits (counted as wrong)."""
+    out, nonfinite = [], 0
     for start in range(0, len(images), batch_size):
         sl = slice(start, start + batch_size)
         x = images.images[sl].to(device).contiguous(memory_format=memory_format)
         y = images.labels[sl].to(device)
-        out.append(attack_batch(model, spec, x, y, images.indices[sl], seed).cpu())
+        x = adversarial_batch(model, spec, x, y, images.indices[sl], seed)
+        with torch.no_grad():
+            classified = classify(model(x), y)
+        out.append(classified.correct.cpu())
+        nonfinite += int(classified.nonfinite.sum())
         bar.update(1)
         bar.set_postfix_str(f"acc {100 * torch.cat(out).float().mean():.1f}%")
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return (torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)), nonfinite
 
 
 class _AutoAttackBar:
@@ -199,7 +216,8 @@ def evaluate(
     aa_batch_size: int | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
-    eps: float | str = DEFAULT_EPS,
+    eps: float | str | None = None,
+    norm: str = "Linf",
     data_dir: str | os.PathLike | None = None,
     download: bool | str = "auto",
     memory_format: str = "auto",
@@ -215,13 +233,15 @@ def evaluate(
     ``data_dir``, ``download`` and the bundled fallback, announced through ``notify``, default: stderr) or an
     ``ImageSet``.
     ``n_examples``: the first N images in official order. ``eps`` (float or ``"8/255"``) applies to every
-    attack without its own ``@eps``. ``aa_batch_size`` defaults to ``batch_size``.
+    attack without its own ``@eps``; None: the norm's default (8/255 under ``norm="Linf"``, 0.5 under
+    ``"L2"``). ``aa_batch_size`` defaults to ``batch_size``.
     ``memory_format``: ``auto`` (channels_last on the CPU, NCHW on CUDA), ``channels_last`` or ``contiguous``;
     the attacks run with the model's weights and the images in it (a speed choice, recorded in the protocol).
     """
     start_time = time.perf_counter()
-    eps = parse_eps(eps)
-    specs = parse_attacks(attacks, eps)
+    norm = parse_norm(norm)
+    eps = default_eps(norm) if eps is None else parse_eps(eps, norm)
+    specs = parse_attacks(attacks, eps, norm)
     if batch_size <= 0 or (aa_batch_size is not None and aa_batch_size <= 0):
         raise CureZooError(f"batch size must be positive, got {batch_size if batch_size <= 0 else aa_batch_size}")
     aa_batch_size = aa_batch_size or batch_size
@@ -240,6 +260,7 @@ def evaluate(
     stages: dict[str, dict[str, int]] = {}  # AutoAttack attack -> robust count after each sub-attack
     stage_seconds: dict[str, dict[str, float]] = {}  # AutoAttack attack -> wall time of each sub-attack
     flags: list[str] = []
+    nonfinite_counts: dict[str, int] = {}  # attack -> images with NaN/inf logits (counted as not robust)
     with attack_mode(net), in_memory_format(net, layout):
         check_logits(net, images.images[:batch_size].to(dev), num_classes)  # same images on every rank
         for spec in specs:
@@ -247,7 +268,7 @@ def evaluate(
             if spec.kind == "autoattack":
                 with tqdm(total=len(STANDARD_ATTACKS), desc=spec.name, unit="attack", disable=not show) as bar:
                     outcome = run_autoattack(
-                        net, shard.images, shard.labels, eps=spec.eps, seed=seed, batch_size=aa_batch_size,
+                        net, shard.images, shard.labels, eps=spec.eps, norm=norm, seed=seed, batch_size=aa_batch_size,
                         device=dev, on_progress=_AutoAttackBar(bar),
                     )  # fmt: skip
                     bar.update(bar.total - bar.n)
@@ -258,14 +279,27 @@ def evaluate(
             else:
                 n_batches = -(-len(shard) // batch_size)
                 with tqdm(total=n_batches, desc=spec.name, unit="batch", disable=not show) as bar:
-                    masks[spec.name] = _run_batched(
+                    masks[spec.name], nonfinite = _run_batched(
                         net, spec, shard, batch_size=batch_size, device=dev, memory_format=layout, seed=seed, bar=bar
                     )
+                nonfinite_counts[spec.name] = nonfinite
             times[spec.name] = time.perf_counter() - t0
 
     masks = gather_masks(masks)
-    per_rank = gather({"flags": flags, "times": times, "stages": stages, "stage_seconds": stage_seconds})
+    per_rank = gather(
+        {
+            "flags": flags,
+            "times": times,
+            "stages": stages,
+            "stage_seconds": stage_seconds,
+            "nonfinite": nonfinite_counts,
+        }
+    )
     flags = list(dict.fromkeys(f for part in per_rank for f in part["flags"]))
+    for name in nonfinite_counts:  # summed over the ranks: one flag per attack
+        count = sum(part["nonfinite"][name] for part in per_rank)
+        if count:
+            flags.append(nonfinite_flag(name, count, len(images)))
     times = {k: max(part["times"][k] for part in per_rank) for k in times}  # wall time = slowest rank
 
     main = [s.name for s in specs if s.kind == "nat" or s.eps == eps]
@@ -283,7 +317,7 @@ def evaluate(
     param = next(net.parameters(), None)
     protocol = {
         "eps": eps,
-        "norm": "Linf",
+        "norm": norm,
         "input_range": [0.0, 1.0],
         "model_mode": "eval",
         "attacks": {s.name: s.describe(seed) for s in specs},

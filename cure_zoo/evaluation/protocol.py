@@ -1,6 +1,7 @@
 """The evaluation protocol: which attacks exist, their settings, and parsing of what users type.
 
-All attacks are L-inf on images in [0, 1] with the model in eval mode (the paper's evaluation, spec D17):
+All attacks run on images in [0, 1] with the model in eval mode (the paper's evaluation), under the L-inf
+norm (the paper's, default eps 8/255) or the L2 norm (``norm="L2"``, default eps 0.5, RobustBench's):
 
 - ``nat``: clean accuracy.
 - ``pgd20`` / ``pgd100``: PGD on the cross-entropy, a uniform random start in the eps-ball (drawn per image
@@ -13,6 +14,11 @@ All attacks are L-inf on images in [0, 1] with the model in eval mode (the paper
   8/255, not the points; the step size stays 0.003 as in the paper's PGD-20).
 
 Any attack can be run at another epsilon with ``NAME@EPS``, e.g. ``pgd20@4/255``.
+
+Under L2 the same names mean: PGD and CW-inf's margin PGD on the L2 ball (a uniform random start in the ball,
+per image as above; normalised-gradient steps of ``2.5 * eps / K``, Madry et al.'s rule, since the paper's
+0.003 is an L-inf step), AutoAttack with ``norm='L2'`` (standard: APGD-CE, APGD-T, FAB-T, Square), and
+``sweep`` = PGD-20 at L2 eps 0.125, 0.25, 0.5 and 1. The norm is recorded in the protocol and per attack.
 """
 
 from __future__ import annotations
@@ -22,12 +28,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import CureZooError
+from ..parsing import parse_number
 from .autoattack import STANDARD_ATTACKS
 
 DEFAULT_EPS = 8 / 255
 PGD_STEP_SIZE = 0.003  # the paper's (TRADES') evaluation step
 CW_CONFIDENCE = 50.0
 SWEEP_EPS_255 = (0.25, 0.5, 1, 2, 4, 8)
+NORMS = ("Linf", "L2")
+DEFAULT_EPS_BY_NORM = {"Linf": DEFAULT_EPS, "L2": 0.5}  # L2: RobustBench's CIFAR budget
+L2_STEP_FACTOR = 2.5  # L2 PGD step = 2.5 * eps / steps (Madry et al. 2018)
+SWEEP_EPS_L2 = (0.125, 0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class AttackSpec:
     steps: int = 0
     step_size: float = 0.0
     confidence: float | None = None
+    norm: str = "Linf"  # "Linf" | "L2"
 
     def describe(self, seed: int) -> dict[str, Any]:
         """The settings as recorded in the result JSON's protocol."""
@@ -50,18 +62,19 @@ class AttackSpec:
             return {
                 "kind": "autoattack",
                 "eps": self.eps,
-                "norm": "Linf",
+                "norm": self.norm,
                 "version": "standard",
                 "attacks": list(STANDARD_ATTACKS),
                 "seed": seed,
             }
         out = {
             "kind": "pgd",
+            "norm": self.norm,
             "eps": self.eps,
             "loss": self.loss,
             "steps": self.steps,
             "step_size": self.step_size,
-            "random_start": "uniform in the eps-ball per (seed, image index); not clamped to [0, 1]",
+            "random_start": f"uniform in the {self.norm} eps-ball per (seed, image index); not clamped to [0, 1]",
             "seed": seed,
             "classified": "final iterate",
         }
@@ -81,15 +94,27 @@ ALIASES = {"sweep": [f"pgd20@{e:g}/255" for e in SWEEP_EPS_255]}
 VALID_NAMES = [*BASE_ATTACKS, *ALIASES]
 
 
-def parse_eps(value: str | float) -> float:
-    """An epsilon in pixel units of [0, 1] images: ``0.031``, ``8/255``. Rejects eps > 1 with a hint."""
+def parse_norm(value: str) -> str:
+    """``Linf`` or ``L2`` from what users type (``linf``, ``inf``, ``l2``...)."""
+    norm = {"linf": "Linf", "inf": "Linf", "l-inf": "Linf", "l2": "L2", "2": "L2"}.get(str(value).strip().lower())
+    if norm is None:
+        raise CureZooError(f"unknown norm {value!r}; use Linf or L2")
+    return norm
+
+
+def default_eps(norm: str = "Linf") -> float:
+    return DEFAULT_EPS_BY_NORM[parse_norm(norm)]
+
+
+def parse_eps(value: str | float, norm: str = "Linf") -> float:
+    """An epsilon in pixel units of [0, 1] images: ``0.031``, ``8/255``. Under L-inf, rejects eps > 1 with a
+    hint (an L2 budget may exceed 1)."""
     text = str(value).strip()
     try:
-        num, slash, den = text.partition("/")
-        eps = float(num) / float(den) if slash else float(num)
-    except (ValueError, ZeroDivisionError):
+        eps = parse_number(text)
+    except CureZooError:
         raise CureZooError(f"cannot read eps {text!r}; write a number or a fraction, e.g. 8/255") from None
-    if eps > 1:
+    if eps > 1 and parse_norm(norm) == "Linf":
         raise CureZooError(
             f"eps {text} is larger than 1, but images are in [0, 1]; did you mean {text}/255 (= {eps / 255:.5f})?"
         )
@@ -98,21 +123,29 @@ def parse_eps(value: str | float) -> float:
     return eps
 
 
-def eps_label(eps: float) -> str:
-    """``8/255`` for multiples of 1/255 (and quarter steps), else the plain number."""
+def eps_label(eps: float, norm: str = "Linf") -> str:
+    """``8/255`` for L-inf multiples of 1/255 (and quarter steps), else the plain number (always under L2)."""
+    if norm == "L2":
+        return f"{eps:g}"
     k = eps * 255
     if abs(k * 4 - round(k * 4)) < 1e-6:
         return f"{round(k * 4) / 4:g}/255"
     return f"{eps:g}"
 
 
-def parse_attacks(attacks: str | list[str] | tuple[str, ...], eps: float = DEFAULT_EPS) -> list[AttackSpec]:
-    """Turn ``"nat,pgd20,cw20,aa"`` (or a list) into attack specs at ``eps``, in order, without repeats."""
+def parse_attacks(
+    attacks: str | list[str] | tuple[str, ...], eps: float | None = None, norm: str = "Linf"
+) -> list[AttackSpec]:
+    """Turn ``"nat,pgd20,cw20,aa"`` (or a list) into attack specs under ``norm`` at ``eps`` (default: the
+    norm's, 8/255 or 0.5), in order, without repeats."""
+    norm = parse_norm(norm)
+    eps = default_eps(norm) if eps is None else eps
+    aliases = ALIASES if norm == "Linf" else {"sweep": [f"pgd20@{e:g}" for e in SWEEP_EPS_L2]}
     names = [a.strip() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)]
     names = [a for a in names if a]
     if not names:
         raise CureZooError(f"no attacks given; choose from: {', '.join(VALID_NAMES)}")
-    expanded = [n for a in names for n in ALIASES.get(a.lower(), [a])]
+    expanded = [n for a in names for n in aliases.get(a.lower(), [a])]
     specs: dict[str, AttackSpec] = {}
     for name in expanded:
         base, _, at = name.partition("@")
@@ -126,7 +159,9 @@ def parse_attacks(attacks: str | list[str] | tuple[str, ...], eps: float = DEFAU
         if spec.kind == "nat":
             specs.setdefault("nat", spec)
             continue
-        attack_eps = parse_eps(at) if at else eps
-        key = base if abs(attack_eps - eps) < 1e-12 else f"{base}@{eps_label(attack_eps)}"
-        specs.setdefault(key, replace(spec, name=key, eps=attack_eps))
+        attack_eps = parse_eps(at, norm) if at else eps
+        key = base if abs(attack_eps - eps) < 1e-12 else f"{base}@{eps_label(attack_eps, norm)}"
+        if norm == "L2" and spec.kind == "pgd":
+            spec = replace(spec, step_size=L2_STEP_FACTOR * attack_eps / spec.steps)
+        specs.setdefault(key, replace(spec, name=key, eps=attack_eps, norm=norm))
     return list(specs.values())

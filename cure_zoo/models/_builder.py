@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import logging
 import os
+import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file as load_safetensors
-from timm.models import build_model_with_cfg, register_model
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 
 from ..errors import WeightsIntegrityError
-from .zoo import ZooEntry, find_entry, zoo_entries
+from .zoo import ZOO, ZooEntry, find_entry, zoo_entries
 
 _logger = logging.getLogger(__name__)
 
@@ -41,11 +42,33 @@ def cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
+def shipped_weights_file(entry: ZooEntry) -> str | None:
+    """Where the weights of an entry that ships them with a package lie (this package's bundled run
+    directories, the pyautoattack wheel), if they are installed; None for Hub entries."""
+    if entry.weights_source == "package":
+        file = entry.bundled_dir / "model.safetensors"
+        return str(file) if entry.published and file.is_file() else None
+    if entry.weights_source == "pyautoattack":
+        spec = importlib.util.find_spec("pyautoattack")  # finds the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        file = Path(spec.submodule_search_locations[0]) / "examples" / "model_test.pt"
+        return str(file) if file.is_file() else None
+    return None
+
+
 def entry_cfg(entry: ZooEntry, **kwargs: Any) -> dict[str, Any]:
-    """The pretrained cfg of one zoo entry."""
+    """The pretrained cfg of one zoo entry.
+
+    Its weights location (what ``timm.list_models(pretrained=True)`` goes by) is set only where the zoo
+    vouches for weights: ``hf_hub_id`` with the pinned revision for a published Hub model, ``file`` for
+    weights shipped in this package or in pyautoattack. Unpublished models have none, so timm does not list
+    them as pretrained; ``pretrained=True`` on them still asks the Hub (``CURE_ZOO_HF_ORG``) at creation.
+    """
     return cfg(
         num_classes=entry.num_classes,
-        hf_hub_id=entry.hf_hub_id,
+        hf_hub_id=entry.hf_hub_id if entry.weights_source == "hub" and entry.published else None,
+        file=shipped_weights_file(entry),
         source=entry.weights_source if entry.weights_source in ("pyautoattack", "package") else None,
         license=entry.license,
         origin_url=entry.origin_url,
@@ -54,24 +77,62 @@ def entry_cfg(entry: ZooEntry, **kwargs: Any) -> dict[str, Any]:
     )
 
 
-def family_cfgs(arch_defaults: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Cfg dict for ``generate_default_cfgs``: each architecture with its zoo tags, then every flat zoo name.
+def family_cfgs(architectures: list[str], **overrides: Any) -> dict[str, dict[str, Any]]:
+    """Cfg dict for ``generate_default_cfgs``: each architecture with its zoo tags, then every flat zoo name
+    with its tags. ``overrides`` are the family's cfg fields (``classifier``, ``pool_size``).
 
-    ``arch_defaults`` maps a short architecture name (``resnet18``) to cfg overrides of that architecture
-    (``classifier``, ``pool_size``).
+    Each name's default cfg is its first in the zoo table (``cifar_resnet18`` -> ``cure_cifar10``,
+    ``st_resnet18_cifar10`` -> the untagged entry), whichever have weights: timm would otherwise make the first
+    tag *with* weights the default, so ``st_resnet18_cifar10`` would silently mean AutoAttack's model. timm's
+    marker for that is a trailing ``*``, honoured when the marked cfg comes after the others.
     """
+    by_name: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for architecture in architectures:
+        entries = [e for e in ZOO if e.architecture == architecture]
+        by_name[architecture] = [(e.arch_tag, entry_cfg(e, **overrides)) for e in entries] or [("", cfg(**overrides))]
+    for architecture in architectures:
+        for e in ZOO:
+            if e.architecture == architecture:
+                by_name.setdefault(e.model_name, []).append((e.tag, entry_cfg(e, **overrides)))
     out: dict[str, dict[str, Any]] = {}
-    for arch, overrides in arch_defaults.items():
-        entries = zoo_entries(arch)
-        architecture = f"cifar_{arch}"
-        if not entries:
-            out[architecture] = cfg(**overrides)
-        for e in entries:
-            out[f"{architecture}.{e.arch_tag}"] = entry_cfg(e, **overrides)
-    for arch, overrides in arch_defaults.items():
-        for e in zoo_entries(arch):
-            out[e.name] = entry_cfg(e, **overrides)
+    for name, tagged in by_name.items():
+        (default_tag, default_cfg), *others = tagged
+        for tag, tag_cfg in others:
+            out[f"{name}.{tag}"] = tag_cfg
+        out[f"{name}.{default_tag}*"] = default_cfg
     return out
+
+
+def register_zoo_entrypoints(
+    module_name: str, names_by_architecture: dict[Callable[..., nn.Module], tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Register each flat zoo name as a timm entrypoint of ``module_name``: its architecture's entrypoint
+    (the key) called with the flat name's pretrained cfg. Returns every name registered."""
+    registered = []
+    for architecture_fn, model_names in names_by_architecture.items():
+        for model_name in model_names:
+            if find_entry(model_name) is None:
+                raise ValueError(f"{model_name} is not in the zoo table (cure_zoo/models/zoo.py)")
+            entrypoint = _zoo_entrypoint(model_name, architecture_fn)
+            entrypoint.__module__ = module_name
+            setattr(sys.modules[module_name], model_name, register_model(entrypoint))
+            registered.append(model_name)
+    return tuple(registered)
+
+
+def _zoo_entrypoint(model_name: str, architecture_fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        # The flat name's cfg (or one of its tags, which timm.create_model passes as pretrained_cfg='tag').
+        kwargs["pretrained_cfg"] = resolve_pretrained_cfg(
+            model_name,
+            pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+            pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
+        )
+        return architecture_fn(pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = model_name
+    entrypoint.__doc__ = f"{model_name}: {architecture_fn.__name__} with this zoo model's pretrained cfg (zoo.py)."
+    return entrypoint
 
 
 def register_zoo_names(module_name: str, arch_entrypoints: dict[str, Callable[..., nn.Module]]) -> None:
@@ -179,11 +240,19 @@ def build_zoo_model(model_cls: type[nn.Module], variant: str, pretrained: bool, 
         pretrained_cfg=kwargs.pop("pretrained_cfg", None),
         pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
     )
-    name = variant if pretrained_cfg.tag is None else f"{variant}.{pretrained_cfg.tag}"
+    # The registered name the cfg belongs to: a flat zoo name's entrypoint passes its own cfg to the
+    # architecture's entrypoint (variant), so the cfg, not the variant, names the zoo entry.
+    architecture = pretrained_cfg.architecture or variant
+    name = architecture if pretrained_cfg.tag is None else f"{architecture}.{pretrained_cfg.tag}"
     entry = find_entry(name)
     if entry is not None and pretrained_cfg.source != "hf-hub":
-        # The Hub org comes from CURE_ZOO_HF_ORG when the model is created, not when cure_zoo was imported.
-        pretrained_cfg = replace(pretrained_cfg, hf_hub_id=entry.hf_hub_id)
+        # Weights are resolved from the entry: the Hub org comes from CURE_ZOO_HF_ORG when the model is
+        # created, not when cure_zoo was imported, and a shipped file is checked (and converted) on the way.
+        # A file the caller names (pretrained_cfg_overlay=dict(file=...)) is loaded as given.
+        shipped = pretrained_cfg.file is not None and pretrained_cfg.file == shipped_weights_file(entry)
+        pretrained_cfg = replace(
+            pretrained_cfg, hf_hub_id=entry.hf_hub_id, file=None if shipped else pretrained_cfg.file
+        )
     if pretrained:
         from ..hub.weights import resolve_weights_file
 

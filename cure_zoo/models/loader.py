@@ -15,8 +15,10 @@ import torch.nn as nn
 from timm.models import get_pretrained_cfg
 
 from ..errors import CureZooError, PretrainedWeightsError, UnknownModelError
-from ..hub.weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, verify_sha256
+from ..hub.weights import verify_sha256
 from ..io import sha256_file
+from ..rundir import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, described_sha256
+from ._builder import load_weights_strict
 from .zoo import ZOO, ZooEntry, find_entry
 
 
@@ -96,11 +98,16 @@ def read_run_config(directory: Path) -> dict[str, Any]:
             f"recipes/train.py or a Hub snapshot has one"
         )
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise CureZooError(f"{cfg_path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-    if "architecture" not in config:
-        raise CureZooError(f"{cfg_path} names no 'architecture'; it is not a timm model config")
+    except UnicodeDecodeError:
+        raise CureZooError(f"{cfg_path} is not JSON text (not UTF-8)") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise CureZooError(f"{cfg_path} names no 'architecture'; it is not a timm model config (a JSON object)")
+    for key, kind in (("model_args", dict), (CONFIG_BLOCK, dict), ("num_classes", int)):
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            raise CureZooError(f"{cfg_path}: {key!r} must be {kind.__name__}, got {type(config[key]).__name__}")
     return config
 
 
@@ -115,15 +122,27 @@ def _load_local(path: Path, **kwargs: Any) -> LoadedModel:
         raise CureZooError(f"{directory} has no {WEIGHTS_FILE}; is the training run finished?")
     config = read_run_config(directory)
     zoo_config = config.get(CONFIG_BLOCK) or {}
-    if zoo_config.get("weights_sha256"):
-        verify_sha256(weights, zoo_config["weights_sha256"], str(weights))
+    expected = described_sha256(zoo_config, weights.name)  # model.safetensors's, or the best epoch's
+    if expected:
+        verify_sha256(weights, expected, str(weights))
     arch = config["architecture"]
     if not timm.is_model(arch):
         raise unknown_model_error(arch)
     model_args = dict(config.get("model_args") or {}, **kwargs)
     overlay = dict(file=str(weights))
     if "num_classes" in config:
-        model_args.setdefault("num_classes", config["num_classes"])
-        overlay["num_classes"] = config["num_classes"]
-    model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **model_args)
+        if model_args.get("num_classes", config["num_classes"]) != config["num_classes"]:
+            raise CureZooError(
+                f"{directory / CONFIG_FILE} is inconsistent: num_classes {config['num_classes']!r} but model_args "
+                f"num_classes {model_args['num_classes']!r}; correct it to the class count of the weights"
+            )
+        model_args["num_classes"] = overlay["num_classes"] = config["num_classes"]
+    try:  # built without weights, then loaded strictly: every tensor of the verified file, or an error
+        model = timm.create_model(arch, pretrained=False, pretrained_cfg_overlay=overlay, **model_args)
+    except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise CureZooError(
+            f"{directory / CONFIG_FILE}: cannot build {arch!r} with model_args {model_args!r} ({reason})"
+        ) from None
+    load_weights_strict(model, weights, arch)
     return LoadedModel(model.eval(), str(path), arch, str(weights), sha256_file(weights), find_entry(arch), zoo_config)

@@ -18,8 +18,10 @@ The resolved recipe (every key, with the preset and any key that departs from it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import CureZooError
+from ..parsing import load_yaml, parse_number
 
 METHODS = ("st", "at", "trades", "cure", "cure_eff")
 CURE_METHODS = ("cure", "cure_eff")
@@ -238,6 +241,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, str) and "/" in value:  # a fraction, e.g. 8/255: read as the evaluator reads it
+            with contextlib.suppress(CureZooError):
+                value, ok = parse_number(value), True
+        ok = ok and math.isfinite(value)
         out = float(value) if ok else value
     elif tp is str:
         ok = isinstance(value, str)
@@ -328,7 +335,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise RecipeError(f"--set expects key=value (e.g. cure.beta=5), got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -346,9 +353,12 @@ def load_recipe(
         path = find_recipe(name_or_path, recipes_dir)
         where = str(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RecipeError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+            data = load_yaml(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            reason = str(err).splitlines()[0] if isinstance(err, yaml.YAMLError) else "not UTF-8 text"
+            raise RecipeError(f"{path} is not a valid YAML recipe ({reason})") from None
+        except OSError as err:
+            raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
         if not isinstance(data, dict):
             raise RecipeError(f"{path} must hold a mapping of recipe keys, got {type(data).__name__}")
         file_values = _flatten(data, where)

@@ -10,6 +10,7 @@ checkpoint is resumed. At the end it writes ``model.safetensors`` and ``config.j
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -22,14 +23,14 @@ from typing import Any
 import torch
 
 from ..errors import CureZooError
+from ..rundir import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, CONFIG_BLOCK
 from . import distributed as du
-from .checkpoint import CHECKPOINT_FILE, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
 from .methods import Batch, StepContext, build_method
 from .modeling import build_model, compile_model, load_init_weights
 from .outputs import (
-    BEST_WEIGHTS_FILE,
     code_revision,
     final_paths,
     library_versions,
@@ -42,6 +43,7 @@ from .outputs import (
 from .recipe import Recipe, preset_departures
 
 _logger = logging.getLogger("cure_zoo.train")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # both: checkpoint after the current step, then stop
 
 # Recipe keys that may change between a run and its resumption (they do not change what is computed).
 RESUMABLE_CHANGES = {
@@ -62,7 +64,14 @@ class TrainingDivergedError(CureZooError, RuntimeError):
 
 
 class RunInterrupted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was written and the run can be resumed."""
+    """SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint was written and the run can be resumed.
+
+    ``exit_status`` is the shell's convention for death by that signal, 128 + its number (143, 130)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_status = 128 + int(signum)
 
 
 @dataclass
@@ -72,6 +81,7 @@ class RunResult:
     global_step: int
     resumed: bool
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    already_finished: bool = False  # the directory held this recipe's finished run, which was left as it was
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -99,6 +109,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.ckpt_path = self.output_dir / CHECKPOINT_FILE
         self._stop_requested = False
+        self._stop_signal: int = signal.SIGTERM
         self.tb = None
 
     # -- setup ----------------------------------------------------------------------------------------------
@@ -152,6 +163,33 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.metrics: list[dict[str, Any]] = []
         self.train_time = 0.0
+
+    def finished_run(self) -> dict[str, Any] | None:
+        """The ``cure_zoo`` block of a finished run of this recipe in the output directory (to be left as it is:
+        its weights, claims and card stay), or None when there is none. Weights of another recipe, or of no
+        recorded recipe, are refused: training would silently replace them."""
+        weights, config_path = final_paths(self.output_dir)
+        if not weights.exists():
+            return None
+        try:
+            block = json.loads(config_path.read_text()).get(CONFIG_BLOCK) or {}
+        except (OSError, ValueError, AttributeError):
+            block = {}
+        if not isinstance(block.get("recipe"), dict):
+            if self.ckpt_path.is_file():
+                return None  # stopped between writing the weights and the config: resuming finishes the run
+            raise CureZooError(
+                f"{self.output_dir} holds {weights.name} but no config.json recording the recipe that made them; "
+                f"train into another --output directory"
+            )
+        changes = recipe_changes(block["recipe"], self.recipe.to_dict())
+        if changes:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:5])
+            raise CureZooError(
+                f"{self.output_dir} holds the finished run of a different recipe ({listed}); train into another "
+                f"--output directory"
+            )
+        return block
 
     def maybe_resume(self) -> bool:
         if not self.ckpt_path.is_file():
@@ -260,6 +298,14 @@ class Trainer:
 
     def run(self) -> RunResult:
         r = self.recipe
+        done = self.finished_run()
+        if done is not None:
+            summary = done.get("training") or {}
+            self.log(f"{self.output_dir} already holds this recipe's finished run; nothing to do, left as it is")
+            return RunResult(
+                self.output_dir, summary.get("epochs", 0), summary.get("global_steps", 0), False,
+                read_metrics(self.output_dir), already_finished=True,
+            )  # fmt: skip
         self.setup()
         resumed = self.maybe_resume()
         if self.info.is_main:
@@ -271,22 +317,29 @@ class Trainer:
             f"({self.train_set.source}), {self.plan.steps_per_epoch} steps/epoch, {self.info.world_size} process(es) "
             f"on {self.device}"
         )
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
         with contextlib.suppress(ValueError):  # not the main thread: no handler
-            signal.signal(signal.SIGTERM, self._on_sigterm)
+            for s in _STOP_SIGNALS:
+                signal.signal(s, self._on_stop_signal)
         try:
             for epoch_idx in range(self.epochs_done, r.optim.epochs):
                 self.run_epoch(epoch_idx)
             self.finish()
         finally:
             with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, previous)
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
             if self.tb is not None:
                 self.tb.close()
         return RunResult(self.output_dir, self.epochs_done, self.global_step, resumed, self.metrics)
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_stop_signal(self, signum, frame) -> None:
+        """Stop after the current step with a checkpoint. A second Ctrl-C is the usual KeyboardInterrupt
+        (stop now, keeping the previous checkpoint), for a step that takes too long to wait for."""
         self._stop_requested = True
+        self._stop_signal = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def run_epoch(self, epoch_idx: int) -> None:
         r, epoch = self.recipe, epoch_idx + 1
@@ -315,8 +368,11 @@ class Trainer:
             if stop:
                 self.train_time += time.perf_counter() - t0
                 self.save()
+                signum = self._stop_signal  # SIGTERM where only another rank was signalled
                 raise RunInterrupted(
-                    f"SIGTERM: checkpoint written at epoch {epoch}, step {step + 1}; run the same command to resume"
+                    f"{signal.Signals(signum).name}: checkpoint written at epoch {epoch}, step {step + 1}; run the "
+                    f"same command to resume",
+                    signum,
                 )
             every = r.checkpoint.every_steps
             if every and self.global_step % every == 0 and step + 1 < steps:
@@ -347,14 +403,14 @@ class Trainer:
         }
         due = r.eval.every > 0 and (epoch % r.eval.every == 0 or epoch == r.optim.epochs)
         if due and self.info.is_main:
-            forward = self.method.forward
-            ev = evaluate_epoch(self.model, self.eval_images, self.eval_labels, r.eval, self.autocast, forward)
+            # on the eager module: compiling the check's grad modes too would add graphs for little gain
+            ev = evaluate_epoch(self.model, self.eval_images, self.eval_labels, r.eval, self.autocast)
             record["eval"] = ev
             key = f"pgd{r.eval.pgd_steps}_acc" if r.eval.pgd_steps > 0 else "nat_acc"
             if not self.best or ev[key] > self.best["value"]:
                 self.best = {"epoch": epoch, "metric": key, "value": ev[key], "nat_acc": ev["nat_acc"]}
-                if r.checkpoint.save_best:
-                    write_weights(self.output_dir / BEST_WEIGHTS_FILE, self.model, r)
+                if r.checkpoint.save_best:  # its sha256 goes into config.json, so the file can be checked
+                    self.best["weights_sha256"] = write_weights(self.output_dir / BEST_WEIGHTS_FILE, self.model, r)
             record["best"] = dict(self.best)
             if self.tb is not None:
                 for k, v in ev.items():
