@@ -1,0 +1,28 @@
+"""PNG figures of the analyses (matplotlib's Agg backend, written atomically, reproducible bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io import atomic_write
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` atomically and close it; no Software/date metadata, so the same inputs give
+    the same bytes."""
+    plt = pyplot()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None}))
+    finally:
+        plt.close(fig)
+    return Path(path)
