@@ -1,11 +1,11 @@
 """Shared model-building pieces: pretrained cfgs from the zoo table, the checkpoint filter, the builder, and
-the loop that registers each family's zoo names with timm."""
+the registration of each family's flat zoo names with timm."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,7 +18,7 @@ from safetensors.torch import load_file as load_safetensors
 from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 
 from ..errors import WeightsIntegrityError
-from .zoo import ZOO, ZooEntry, find_entry, zoo_entries
+from .zoo import ZOO, ZooEntry, find_entry
 
 _logger = logging.getLogger(__name__)
 
@@ -133,24 +133,6 @@ def _zoo_entrypoint(model_name: str, architecture_fn: Callable[..., nn.Module]) 
     entrypoint.__name__ = entrypoint.__qualname__ = model_name
     entrypoint.__doc__ = f"{model_name}: {architecture_fn.__name__} with this zoo model's pretrained cfg (zoo.py)."
     return entrypoint
-
-
-def register_zoo_names(module_name: str, arch_entrypoints: dict[str, Callable[..., nn.Module]]) -> None:
-    """Register every flat zoo name of these architectures as a timm entrypoint of ``module_name``.
-
-    ``arch_entrypoints`` maps a short architecture name to its builder ``fn(variant, pretrained, **kwargs)``.
-    The flat names are generated here instead of written out as 30-odd one-line functions.
-    """
-    for arch, build in arch_entrypoints.items():
-        for model_name in sorted({e.model_name for e in zoo_entries(arch)}):
-
-            def entrypoint(pretrained: bool = False, _name: str = model_name, _build=build, **kwargs):
-                return _build(_name, pretrained, **kwargs)
-
-            entrypoint.__name__ = entrypoint.__qualname__ = model_name
-            entrypoint.__module__ = module_name
-            entrypoint.__doc__ = f"{model_name}: see cure_zoo.models.zoo."
-            setattr(sys.modules[module_name], model_name, register_model(entrypoint))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -11,12 +11,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
-from ._builder import build_zoo_model, family_cfgs, register_zoo_names
-from ._layers import InputNormalize, PooledLinearHead, conv1x1, conv3x3
+from ._builder import build_zoo_model, family_cfgs, register_zoo_entrypoints
+from ._layers import CifarClassifier, InputNormalize, conv1x1, conv3x3
 
-__all__ = ["PreActResNet"]
+__all__ = ["PreActResNet", "ZOO_MODELS"]
 
 
 class PreActBlock(nn.Module):
@@ -41,8 +40,11 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet(PooledLinearHead, nn.Module):
+class PreActResNet(CifarClassifier):
     """PreActResNet for 32x32 inputs in [0, 1]."""
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
+    final_norm_names = ("bn", "act")
 
     def __init__(
         self,
@@ -55,7 +57,6 @@ class PreActResNet(PooledLinearHead, nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.grad_checkpointing = False
         self.normalize = InputNormalize(mean, std)
         self.conv1 = conv3x3(in_chans, widths[0])
         self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
@@ -76,28 +77,39 @@ class PreActResNet(PooledLinearHead, nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^conv1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)", head_norm=r"^bn")
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.normalize(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(self.normalize(x))
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
+        x = self.forward_stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = self._forward_stages(x)
+        else:
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.act(self.bn(x))
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> PreActResNet:
-    return build_zoo_model(PreActResNet, variant, pretrained, **dict(layers=(2, 2, 2, 2), **kwargs))
+def _create_preact_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> PreActResNet:
+    return build_zoo_model(PreActResNet, variant, pretrained, **kwargs)
 
 
-default_cfgs = generate_default_cfgs(family_cfgs({"preactresnet18": dict(classifier="linear")}))
+default_cfgs = generate_default_cfgs(family_cfgs(["cifar_preactresnet18"], classifier="linear"))
 
 
 @register_model
 def cifar_preactresnet18(pretrained: bool = False, **kwargs: Any) -> PreActResNet:
     """CIFAR PreActResNet-18: 11.17M parameters at 10 classes."""
-    return _create("cifar_preactresnet18", pretrained, **kwargs)
+    model_args = dict(layers=(2, 2, 2, 2))
+    return _create_preact_resnet("cifar_preactresnet18", pretrained, **dict(model_args, **kwargs))
 
 
-register_zoo_names(__name__, {"preactresnet18": _create})
+# The zoo's flat names registered here (see resnet.py's ZOO_MODELS).
+ZOO_MODELS = register_zoo_entrypoints(
+    __name__,
+    {
+        cifar_preactresnet18: (
+            "cure_preactresnet18_cifar10", "st_preactresnet18_cifar10", "at_preactresnet18_cifar10",
+            "trades_preactresnet18_cifar10",
+        ),
+    },
+)  # fmt: skip

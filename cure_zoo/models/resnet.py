@@ -13,12 +13,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
-from ._builder import build_zoo_model, family_cfgs, register_zoo_names
-from ._layers import InputNormalize, PooledLinearHead, conv1x1, conv3x3
+from ._builder import build_zoo_model, family_cfgs, register_zoo_entrypoints
+from ._layers import CifarClassifier, InputNormalize, conv1x1, conv3x3
 
-__all__ = ["CifarResNet"]
+__all__ = ["CifarResNet", "ZOO_MODELS"]
 
 
 def _projection(in_chs: int, out_chs: int, stride: int) -> nn.Sequential:
@@ -71,8 +70,10 @@ class Bottleneck(nn.Module):
         return self.act3(out + self.shortcut(x))
 
 
-class CifarResNet(PooledLinearHead, nn.Module):
+class CifarResNet(CifarClassifier):
     """ResNet for 32x32 inputs in [0, 1]. Keys: ``conv1``, ``bn1``, ``layer1..4``, ``linear``."""
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
 
     def __init__(
         self,
@@ -86,7 +87,6 @@ class CifarResNet(PooledLinearHead, nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.grad_checkpointing = False
         self.normalize = InputNormalize(mean, std)
         self.conv1 = conv3x3(in_chans, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -107,63 +107,84 @@ class CifarResNet(PooledLinearHead, nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^conv1|bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv1(self.normalize(x))))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.bn1(self.conv1(self.normalize(x))))
-        stages = [self.layer1, self.layer2, self.layer3, self.layer4]
-        for stage in stages:
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
-        return x
+        x = self.forward_stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_stages(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-_ARCH_ARGS = {
-    "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
-    # The CIFAR-10-5k track's model: ResNet-18's topology at a quarter of its widths (0.70M parameters).
-    "resnet18_w16": dict(block=BasicBlock, layers=(2, 2, 2, 2), widths=(16, 32, 64, 128)),
-    "resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
-    "resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
-    "resnet101": dict(block=Bottleneck, layers=(3, 4, 23, 3)),
-}
+def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    return build_zoo_model(CifarResNet, variant, pretrained, **kwargs)
 
 
-def _create(arch: str) -> Any:
-    def create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-        return build_zoo_model(CifarResNet, variant, pretrained, **dict(_ARCH_ARGS[arch], **kwargs))
-
-    return create
-
-
-default_cfgs = generate_default_cfgs(family_cfgs({arch: dict(classifier="linear") for arch in _ARCH_ARGS}))
+default_cfgs = generate_default_cfgs(
+    family_cfgs(
+        ["cifar_resnet18", "cifar_resnet18_w16", "cifar_resnet34", "cifar_resnet50", "cifar_resnet101"],
+        classifier="linear",
+    )
+)
 
 
 @register_model
 def cifar_resnet18(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """CIFAR ResNet-18: 11.17M parameters at 10 classes."""
-    return _create("resnet18")("cifar_resnet18", pretrained, **kwargs)
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _create_resnet("cifar_resnet18", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_resnet18_w16(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """CIFAR ResNet-18 at quarter width (16/32/64/128): 0.70M parameters at 10 classes."""
-    return _create("resnet18_w16")("cifar_resnet18_w16", pretrained, **kwargs)
+    """CIFAR ResNet-18 at quarter width (16/32/64/128): 0.70M parameters at 10 classes. The CIFAR-10-5k
+    track's model."""
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2), widths=(16, 32, 64, 128))
+    return _create_resnet("cifar_resnet18_w16", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_resnet34(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return _create("resnet34")("cifar_resnet34", pretrained, **kwargs)
+    """CIFAR ResNet-34: 21.28M parameters at 10 classes."""
+    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3))
+    return _create_resnet("cifar_resnet34", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_resnet50(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return _create("resnet50")("cifar_resnet50", pretrained, **kwargs)
+    """CIFAR ResNet-50: 23.52M parameters at 10 classes."""
+    model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3))
+    return _create_resnet("cifar_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_resnet101(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return _create("resnet101")("cifar_resnet101", pretrained, **kwargs)
+    """CIFAR ResNet-101: 42.51M parameters at 10 classes."""
+    model_args = dict(block=Bottleneck, layers=(3, 4, 23, 3))
+    return _create_resnet("cifar_resnet101", pretrained, **dict(model_args, **kwargs))
 
 
-register_zoo_names(__name__, {arch: _create(arch) for arch in _ARCH_ARGS})
+# The zoo's flat names (rows of zoo.py's table) registered here: each is its architecture above with that
+# model's pretrained cfg. Listed so that a name can be found by searching for it; tests/test_models.py
+# checks the list against the table.
+ZOO_MODELS = register_zoo_entrypoints(
+    __name__,
+    {
+        cifar_resnet18: (
+            "cure_resnet18_cifar10", "st_resnet18_cifar10", "at_resnet18_cifar10", "trades_resnet18_cifar10",
+            "cure_resnet18_cifar100", "st_resnet18_cifar100", "at_resnet18_cifar100", "trades_resnet18_cifar100",
+            "cure_resnet18_svhn", "st_resnet18_svhn", "at_resnet18_svhn", "trades_resnet18_svhn",
+        ),
+        cifar_resnet18_w16: (
+            "cure_resnet18_w16_cifar10_5k", "st_resnet18_w16_cifar10_5k", "at_resnet18_w16_cifar10_5k",
+            "trades_resnet18_w16_cifar10_5k",
+        ),
+        cifar_resnet50: (
+            "cure_resnet50_cifar10", "st_resnet50_cifar10", "at_resnet50_cifar10", "trades_resnet50_cifar10",
+        ),
+        cifar_resnet101: (
+            "cure_resnet101_cifar10", "st_resnet101_cifar10", "at_resnet101_cifar10", "trades_resnet101_cifar10",
+        ),
+    },
+)  # fmt: skip

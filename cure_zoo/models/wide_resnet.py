@@ -13,12 +13,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
-from ._builder import build_zoo_model, family_cfgs, register_zoo_names
-from ._layers import InputNormalize, PooledLinearHead, conv1x1, conv3x3
+from ._builder import build_zoo_model, family_cfgs, register_zoo_entrypoints
+from ._layers import CifarClassifier, InputNormalize, conv1x1, conv3x3
 
-__all__ = ["WideResNet"]
+__all__ = ["WideResNet", "ZOO_MODELS"]
 
 
 class WideBasicBlock(nn.Module):
@@ -54,17 +53,16 @@ class NetworkBlock(nn.Module):
                 for i in range(depth)
             ]
         )
-        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training:
-            return checkpoint_seq(self.layer, x)
         return self.layer(x)
 
 
-class WideResNet(PooledLinearHead, nn.Module):
+class WideResNet(CifarClassifier):
     """WideResNet for 32x32 inputs in [0, 1]; ``depth = 6n + 4``."""
 
+    stage_names = ("block1.layer", "block2.layer", "block3.layer")
+    final_norm_names = ("bn1", "act")
     classifier_attr = "fc"
 
     def __init__(
@@ -119,51 +117,60 @@ class WideResNet(PooledLinearHead, nn.Module):
             head_norm=r"^bn1",
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for group in (self.block1, self.block2, self.block3):
-            group.grad_checkpointing = enable
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.normalize(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(self.normalize(x))
-        x = self.block3(self.block2(self.block1(x)))
+        x = self.forward_stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = self._forward_stages(x)
+        else:
+            x = self.block3(self.block2(self.block1(x)))
         return self.act(self.bn1(x))
 
-
-_ARCH_ARGS = {
-    "wrn28_10": dict(depth=28, widen_factor=10),
-    "wrn34_10": dict(depth=34, widen_factor=10),
-    "wrn70_16": dict(depth=70, widen_factor=16),
-}
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.fc(x)
 
 
-def _create(arch: str) -> Any:
-    def create(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
-        kwargs.setdefault("feature_cfg", dict(out_indices=(0, 1, 2, 3)))  # four feature levels, not five
-        return build_zoo_model(WideResNet, variant, pretrained, **dict(_ARCH_ARGS[arch], **kwargs))
-
-    return create
+def _create_wide_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
+    kwargs.setdefault("feature_cfg", dict(out_indices=(0, 1, 2, 3)))  # four feature levels, not five
+    return build_zoo_model(WideResNet, variant, pretrained, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(
-    family_cfgs({arch: dict(classifier="fc", pool_size=(8, 8)) for arch in _ARCH_ARGS})
+    family_cfgs(["cifar_wrn28_10", "cifar_wrn34_10", "cifar_wrn70_16"], classifier="fc", pool_size=(8, 8))
 )
 
 
 @register_model
 def cifar_wrn28_10(pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    return _create("wrn28_10")("cifar_wrn28_10", pretrained, **kwargs)
+    """WideResNet-28-10: 36.48M parameters at 10 classes."""
+    model_args = dict(depth=28, widen_factor=10)
+    return _create_wide_resnet("cifar_wrn28_10", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_wrn34_10(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WideResNet-34-10: 46.16M parameters at 10 classes."""
-    return _create("wrn34_10")("cifar_wrn34_10", pretrained, **kwargs)
+    model_args = dict(depth=34, widen_factor=10)
+    return _create_wide_resnet("cifar_wrn34_10", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_wrn70_16(pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    return _create("wrn70_16")("cifar_wrn70_16", pretrained, **kwargs)
+    """WideResNet-70-16: 266.8M parameters at 10 classes."""
+    model_args = dict(depth=70, widen_factor=16)
+    return _create_wide_resnet("cifar_wrn70_16", pretrained, **dict(model_args, **kwargs))
 
 
-register_zoo_names(__name__, {arch: _create(arch) for arch in _ARCH_ARGS})
+# The zoo's flat names registered here (see resnet.py's ZOO_MODELS).
+ZOO_MODELS = register_zoo_entrypoints(
+    __name__,
+    {
+        cifar_wrn34_10: (
+            "cure_wrn34_10_cifar10", "st_wrn34_10_cifar10", "at_wrn34_10_cifar10", "trades_wrn34_10_cifar10",
+            "cure_wrn34_10_cifar100", "st_wrn34_10_cifar100", "at_wrn34_10_cifar100", "trades_wrn34_10_cifar100",
+        ),
+    },
+)  # fmt: skip
