@@ -25,8 +25,8 @@ from safetensors.torch import load_file
 import cure_zoo  # noqa: F401
 from cure_zoo.errors import CureZooError
 from cure_zoo.models.loader import load_model
+from cure_zoo.rundir import CHECKPOINT_FILE
 from cure_zoo.training import TrainingDivergedError, load_recipe, train
-from cure_zoo.training.checkpoint import CHECKPOINT_FILE
 from tests import training_worker  # noqa: F401  (registers the test architectures, float64_resnet among them)
 from tests.training_threads import one_thread  # noqa: F401  (autouse)
 

@@ -4,31 +4,47 @@ committed ``model_cards/``). Both fill the one template in :mod:`.cards`.
 ``card_for_run`` is the step between evaluation and push. It
 
 1. checks that the evaluation was made on exactly the run's weights (sha256 of ``model.safetensors`` =
-   ``config.json``'s ``weights_sha256`` = the evaluation's ``model.weights_sha256``);
+   ``config.json``'s ``weights_sha256`` = the evaluation's ``model.weights_sha256``), and that every file it
+   reads or replaces obeys the run-directory rule (:mod:`cure_zoo.rundir`: no links out, no special files);
 2. copies the evaluation JSON into the run as ``eval.json`` (unless it is already there);
-3. stores the claims in ``config.json`` under ``cure_zoo.claims`` (atomically), so ``verify`` never parses
-   prose;
+3. stores the claims in ``config.json`` under ``cure_zoo.claims``, so ``verify`` never parses prose, and the
+   sha256 of the card it writes under ``cure_zoo.card``, so ``push`` can tell the files belong together;
 4. draws ``figures/training_curves.png`` (from ``metrics.jsonl``) and ``figures/tradeoff.png``;
 5. writes ``README.md``.
+
+All of it is one transaction: the new files are built in a folder inside the run directory
+(``.card-XXXX``) and swapped in together (:func:`cure_zoo.rundir.swap_in`), so a card that fails half-way
+(a read-only ``figures/``, a full disk, Ctrl-C) leaves the previous card, claims and figures as they were.
+``figures/`` belongs to the card: it is replaced as a whole.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import CureZooError
 from ..io import atomic_write, sha256_file, write_json_atomic, write_text_atomic
+from ..rundir import (
+    CARD_FILE,
+    CONFIG_BLOCK,
+    CONFIG_FILE,
+    EVAL_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    check_entry,
+    figure_names,
+    staging_leftovers,
+    swap_in,
+)
 from .cards import CardData, render_card
-from .claims import EVAL_FILE, claims_from_eval
+from .claims import claims_from_eval
 from .paper_results import reported_for, tradeoff_baselines
-from .weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE
 
-CARD_FILE = "README.md"
-FIGURES_DIR = "figures"
-METRICS_FILE = "metrics.jsonl"
 TRADEOFF_METRICS = ("aa", "cw20", "pgd20")  # the robust axis of the trade-off plot, first one measured
 
 
@@ -77,12 +93,16 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_repo: str | None = None) -> Path:
-    """Write the card (README.md, figures, claims in config.json, eval.json) of a finished run; see module doc."""
+    """Write the card (README.md, figures, claims in config.json, eval.json) of a finished run, as one unit;
+    see the module doc."""
     from ..evaluation.result import EvalResult
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CureZooError(f"{run_dir} is not a directory; pass a training run directory")
+    for name in (WEIGHTS_FILE, CONFIG_FILE, EVAL_FILE, CARD_FILE, METRICS_FILE):
+        check_entry(run_dir, name, must_exist=False)  # read or replaced here: the run-directory rule first
+    figure_names(run_dir)
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise CureZooError(f"{run_dir} has no {WEIGHTS_FILE}; is the training run finished?")
@@ -106,16 +126,47 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
             f"{eval_path} was measured on weights with sha256 {str(measured)[:12]}..., not on {weights} "
             f"({sha[:12]}...); evaluate this run: cure-zoo eval {run_dir} --json {run_dir / EVAL_FILE}"
         )
-    target = run_dir / EVAL_FILE
-    if eval_path.resolve() != target.resolve():
-        atomic_write(target, lambda tmp: shutil.copyfile(eval_path, tmp))
-    claims = claims_from_eval(result, eval_sha256=sha256_file(target))
-    config[CONFIG_BLOCK] = dict(zoo, weights_sha256=sha, claims=claims)
-    write_json_atomic(run_dir / CONFIG_FILE, config)
+    for leftover in staging_leftovers(run_dir):  # an earlier card that was killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".card-", dir=run_dir))
+    except OSError as err:
+        raise CureZooError(f"cannot write the card into {run_dir}: {err.strerror}") from None
+    try:
+        names = _build_card(run_dir, stage, config, eval_path, result, hub_repo)
+        swap_in(run_dir, stage, names)
+    except OSError as err:
+        raise CureZooError(
+            f"cannot write the card of {run_dir}: {err.strerror} ({err.filename}); nothing in it was changed"
+        ) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return run_dir / CARD_FILE
 
+
+def _build_card(
+    run_dir: Path, stage: Path, config: dict[str, Any], eval_path: Path, result: Any, hub_repo: str | None
+) -> list[str]:
+    """Write the card's files into ``stage``; returns the names to swap into ``run_dir``, config.json last."""
+    names = [FIGURES_DIR]
+    eval_file = run_dir / EVAL_FILE
+    if eval_path.resolve() != eval_file.resolve():
+        atomic_write(stage / EVAL_FILE, lambda tmp: shutil.copyfile(eval_path, tmp))
+        eval_file = stage / EVAL_FILE
+        names.append(EVAL_FILE)
+    claims = claims_from_eval(result, eval_sha256=sha256_file(eval_file))
+    zoo = config.get(CONFIG_BLOCK) or {}
+    config = dict(config, **{CONFIG_BLOCK: dict(zoo, weights_sha256=result.model["weights_sha256"], claims=claims)})
     card = _run_card_data(config, claims, result.flags, hub_repo)
-    card.figures = _draw_figures(run_dir, card, _read_metrics(run_dir))
-    return write_text_atomic(run_dir / CARD_FILE, render_card(card))
+    (stage / FIGURES_DIR).mkdir()
+    card.figures = _draw_figures(stage, card, _read_metrics(run_dir))
+    readme = write_text_atomic(stage / CARD_FILE, render_card(card))
+    config[CONFIG_BLOCK]["card"] = {
+        "readme_sha256": sha256_file(readme),
+        "figures": {rel: sha256_file(stage / rel) for rel in sorted(card.figures.values())},
+    }
+    write_json_atomic(stage / CONFIG_FILE, config)
+    return [*names, CARD_FILE, CONFIG_FILE]
 
 
 def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[str], hub_repo: str | None) -> CardData:
@@ -172,13 +223,12 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
     )
 
 
-def _draw_figures(run_dir: Path, card: CardData, records: list[dict[str, Any]]) -> dict[str, str]:
+def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Draw the card's figures into ``out_dir/figures``; returns figure key -> path relative to ``out_dir``."""
     from .plots import plot_tradeoff, plot_training_curves
 
     figures: dict[str, str] = {}
-    fig_dir = run_dir / FIGURES_DIR
-    for stale in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
-        stale.unlink()  # figures of an earlier card must not be pushed with this one
+    fig_dir = out_dir / FIGURES_DIR
     if plot_training_curves(
         records, fig_dir / "training_curves.png", f"{card.model_name}: held-out accuracy per epoch"
     ):

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CureZooError
+from ..rundir import EVAL_FILE
 
 CLAIMS_SCHEMA = "cure_zoo.claims/1"
-EVAL_FILE = "eval.json"  # the evaluation JSON inside a run directory / Hub repo
 
 
 def claims_from_eval(result: Any, *, eval_sha256: str, eval_file: str = EVAL_FILE) -> dict[str, Any]:

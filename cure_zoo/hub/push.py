@@ -2,11 +2,16 @@
 
 What goes up is an allow-list, never the whole folder (checkpoints, optimizer state and logs stay home):
 ``model.safetensors``, ``config.json`` (with the claims), ``README.md`` (the card), ``eval.json`` (the
-evaluation behind the claims), ``train_hparams.yaml`` and the card's figures ``figures/*.png``.
+evaluation behind the claims), ``train_hparams.yaml`` and the card's figures ``figures/*.png``. Each must be a
+regular file whose real path lies inside the run directory (:mod:`cure_zoo.rundir`'s rule): a symlink, a
+special file or a hard link anywhere among them refuses the whole push, and what is uploaded is read from the
+descriptor that was checked, so a file swapped for a link after the check is refused too.
 
 Before anything is sent the run directory must be complete and consistent: weights, config, evaluation and
 card present; the weights' sha256 equal to the one in ``config.json`` and to the one the claims were
-measured on; the evaluation file equal to the one the claims cite. A refusal names what is missing or stale.
+measured on; the evaluation file equal to the one the claims cite, and the claims equal to that evaluation's
+own numbers; the card (README.md and figures) the one ``cure-zoo card`` wrote with those claims
+(``cure_zoo.card`` in ``config.json`` records their sha256). A refusal names what is missing or stale.
 
 The token comes from ``HF_TOKEN`` or the Hugging Face login (huggingface_hub's own lookup). It is passed to
 huggingface_hub and nowhere else: never printed, logged or written, and scrubbed from any error text.
@@ -14,6 +19,8 @@ huggingface_hub and nowhere else: never printed, logged or written, and scrubbed
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,20 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CureZooError
-from ..io import sha256_file
-from .claims import EVAL_FILE
-from .weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE
-
-CARD_FILE = "README.md"
-HPARAMS_FILE = "train_hparams.yaml"
-FIGURES_DIR = "figures"
-REQUIRED = {
-    WEIGHTS_FILE: "the weights (training writes them at the end of the run)",
-    CONFIG_FILE: "the model config (training writes it)",
-    EVAL_FILE: "the evaluation (cure-zoo eval RUN_DIR --json RUN_DIR/eval.json, then cure-zoo card RUN_DIR)",
-    CARD_FILE: "the model card (cure-zoo card RUN_DIR)",
-}
-OPTIONAL = (HPARAMS_FILE,)
+from ..io import sha256_stream
+from ..rundir import (
+    CARD_FILE,
+    CONFIG_BLOCK,
+    CONFIG_FILE,
+    EVAL_FILE,
+    FIGURES_DIR,
+    WEIGHTS_FILE,
+    open_inside,
+    push_files,
+)
+from .claims import claims_from_eval
 
 
 @dataclass(frozen=True)
@@ -46,27 +51,32 @@ class UploadFile:
 
 
 def upload_plan(run_dir: str | Path) -> list[UploadFile]:
-    """The exact files one push of ``run_dir`` sends, in upload order; refuses an incomplete or stale run."""
+    """The exact files one push of ``run_dir`` sends, in upload order; refuses an incomplete or stale run, or
+    one holding anything but regular files inside it."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CureZooError(f"{run_dir} is not a directory; pass a training run directory")
-    missing = [f"{name} ({why})" for name, why in REQUIRED.items() if not (run_dir / name).is_file()]
-    if missing:
-        raise CureZooError(f"refusing to push {run_dir}: it lacks " + "; ".join(missing))
-    names = [WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, EVAL_FILE]
-    names += [n for n in OPTIONAL if (run_dir / n).is_file()]
-    names += sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / FIGURES_DIR).glob("*.png"))
-    files = [UploadFile(n, run_dir / n, (run_dir / n).stat().st_size, sha256_file(run_dir / n)) for n in names]
+    files = []
+    for name in push_files(run_dir):
+        with open_inside(run_dir, name) as f:
+            size, sha = sha256_stream(f)
+        files.append(UploadFile(name, run_dir / name, size, sha))
     _check_consistent(run_dir, {f.path_in_repo: f.sha256 for f in files})
     return files
 
 
-def _check_consistent(run_dir: Path, sha: dict[str, str]) -> None:
+def _read_json(run_dir: Path, name: str) -> Any:
+    with open_inside(run_dir, name) as f:
+        data = f.read()
     try:
-        zoo = json.loads((run_dir / CONFIG_FILE).read_text()).get(CONFIG_BLOCK) or {}
-    except json.JSONDecodeError as err:
-        raise CureZooError(f"refusing to push: {run_dir / CONFIG_FILE} is not valid JSON ({err.msg})") from None
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CureZooError(f"refusing to push: {run_dir / name} is not valid JSON ({err})") from None
+
+
+def _check_consistent(run_dir: Path, sha: dict[str, str]) -> None:
+    config = _read_json(run_dir, CONFIG_FILE)
+    zoo = (config.get(CONFIG_BLOCK) if isinstance(config, dict) else None) or {}
     weights = sha[WEIGHTS_FILE]
+    again = f"run 'cure-zoo card {run_dir}' again"
     if zoo.get("weights_sha256") != weights:
         raise CureZooError(
             f"refusing to push {run_dir}: config.json's cure_zoo.weights_sha256 "
@@ -79,8 +89,33 @@ def _check_consistent(run_dir: Path, sha: dict[str, str]) -> None:
     if claims.get("weights_sha256") != weights or claims.get("eval_sha256") != sha[EVAL_FILE]:
         raise CureZooError(
             f"refusing to push {run_dir}: the card's claims were made for other weights or another evaluation "
-            f"than the ones in the folder; run 'cure-zoo card {run_dir}' again"
+            f"than the ones in the folder; {again}"
         )
+    if claims != _claims_of_eval(run_dir, sha[EVAL_FILE]):
+        raise CureZooError(
+            f"refusing to push {run_dir}: config.json's claims are not {EVAL_FILE}'s own numbers (edited after the "
+            f"card was made?); {again}"
+        )
+    card = zoo.get("card") or {}
+    figures = {n: h for n, h in sha.items() if n.startswith(FIGURES_DIR + "/")}
+    if card.get("readme_sha256") != sha[CARD_FILE] or card.get("figures") != figures:
+        raise CureZooError(
+            f"refusing to push {run_dir}: {CARD_FILE} and figures/ are not the card made with config.json's claims "
+            f"(a card that stopped half-way, or edited since); {again}"
+        )
+
+
+def _claims_of_eval(run_dir: Path, eval_sha256: str) -> dict[str, Any]:
+    """The claims ``cure-zoo card`` makes from the run's eval.json, as JSON (to compare with config.json's)."""
+    from ..evaluation.result import EvalResult
+
+    try:
+        result = EvalResult.from_json(_read_json(run_dir, EVAL_FILE))
+    except CureZooError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CureZooError(f"refusing to push: {run_dir / EVAL_FILE} is not a cure-zoo evaluation") from None
+    return json.loads(json.dumps(claims_from_eval(result, eval_sha256=eval_sha256)))
 
 
 def format_plan(files: list[UploadFile], repo_id: str, revision: str | None, private: bool) -> str:
@@ -131,10 +166,22 @@ def push(
         out("dry run: nothing was sent. The push would make " + format_plan(files, repo_id, revision, private))
         out(token_status())
         return None
-    return _upload(files, repo_id, revision=revision, private=private, commit_message=commit_message, out=out)
+    return _upload(
+        Path(run_dir), files, repo_id, revision=revision, private=private, commit_message=commit_message, out=out
+    )
 
 
-def _upload(files, repo_id, *, revision, private, commit_message, out) -> Any:
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's own errors (a refused connection, a timeout): huggingface_hub raises them as they are,
+    and they are not ``OSError``s. Whichever of httpx2/httpx the installed huggingface_hub uses."""
+    found = []
+    for module in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            found.append(importlib.import_module(module).HTTPError)
+    return tuple(found)
+
+
+def _upload(run_dir, files, repo_id, *, revision, private, commit_message, out) -> Any:
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -151,11 +198,12 @@ def _upload(files, repo_id, *, revision, private, commit_message, out) -> Any:
             step = f"create branch {revision!r}"
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         step = "commit the files"
-        operations = [CommitOperationAdd(f.path_in_repo, str(f.local_path)) for f in files]
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+        with contextlib.ExitStack() as opened:
+            operations = [_operation(CommitOperationAdd, run_dir, f, opened) for f in files]
+            info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
     except OfflineModeIsEnabled:
         raise CureZooError("HF_HUB_OFFLINE=1 is set; unset it to push (a dry run works offline)") from None
-    except (HfHubHTTPError, OSError, ValueError) as err:
+    except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as err:
         raise CureZooError(
             f"push to {repo_id} failed to {step}: {_describe(err, token)}; nothing was committed"
         ) from None
@@ -165,6 +213,15 @@ def _upload(files, repo_id, *, revision, private, commit_message, out) -> Any:
         + _published_entry(files, info.oid)
     )
     return info
+
+
+def _operation(add: Any, run_dir: Path, file: UploadFile, opened: contextlib.ExitStack) -> Any:
+    """The upload of one planned file, read from a descriptor opened under the run-directory rule, refused if
+    its content is no longer what the plan showed."""
+    operation = add(file.path_in_repo, opened.enter_context(open_inside(run_dir, file.path_in_repo)))
+    if operation.upload_info.sha256.hex() != file.sha256:
+        raise CureZooError(f"{file.local_path} changed after it was checked; nothing was committed, push again")
+    return operation
 
 
 def _published_entry(files: list[UploadFile], revision: str) -> str:

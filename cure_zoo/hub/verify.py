@@ -27,9 +27,10 @@ between the metric evaluated at the lower and at the upper ends of the measured 
 
 Resumable: images are evaluated in chunks (``chunk_size``, default 500, rounded to a multiple of the AutoAttack
 batch size); each finished chunk's result is written atomically to a state folder keyed by weights, protocol
-and images, and a re-run of the same command skips finished chunks. The folder is removed after a complete
-run, so a later verify measures afresh. PGD/CW-inf starts are per image, so chunking does not change them;
-AutoAttack sees the chunk as its image set, which is within its allowance.
+and images, with a sidecar recording its sha256 and that key (:func:`cure_zoo.io.record_checked`), and a re-run
+of the same command skips finished chunks whose file is unchanged (a changed one is measured again). The
+folder is removed after a complete run, so a later verify measures afresh. PGD/CW-inf starts are per image, so
+chunking does not change them; AutoAttack sees the chunk as its image set, which is within its allowance.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ from typing import Any
 import torch
 
 from ..errors import CureZooError
-from ..io import sha256_file, write_json_atomic
-from .claims import EVAL_FILE, accuracy_claims, derived_claims, read_claims
-from .weights import CONFIG_BLOCK, cache_dir, download_file, hub_config
+from ..io import read_checked, record_checked, remove_checked, sha256_file, write_json_atomic
+from ..rundir import CONFIG_BLOCK, EVAL_FILE
+from .claims import accuracy_claims, derived_claims, read_claims
+from .weights import cache_dir, download_file, hub_config
 
 Z_99 = 2.5758293035489004  # two-sided 99% normal quantile
 ALLOWANCE_RATE = {"nat": 0.001, "pgd20": 0.002, "pgd100": 0.002, "cw20": 0.002, "aa": 0.005, "worst": 0.005}
@@ -212,13 +214,15 @@ def measure(
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         path = state / f"chunk_{start:07d}_{stop:07d}.json"
-        if path.is_file():
+        made_from = json.dumps(dict(key, chunk=[start, stop]), sort_keys=True)  # weights, protocol, images
+        if read_checked(path, made_from):
             try:
                 parts.append(EvalResult.load(path))
                 log(f"resuming: images {start}-{stop - 1} already measured ({path})")
                 continue
             except (CureZooError, KeyError, ValueError):
-                path.unlink()  # damaged: measure again
+                pass
+        remove_checked(path)  # absent, changed since it was written, or for other inputs: measure again
         chunk = images.slice(start, stop)
         result = evaluate(
             loaded,
@@ -233,7 +237,7 @@ def measure(
         )
         if n > chunk_size:
             state.mkdir(parents=True, exist_ok=True)
-            result.save(path)
+            record_checked(result.save(path), made_from)
         parts.append(result)
     merged = EvalResult.concat(parts)
     shutil.rmtree(state, ignore_errors=True)  # complete: the next verify measures afresh

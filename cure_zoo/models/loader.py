@@ -78,10 +78,19 @@ def load_model(spec: str, pretrained: bool = True, **kwargs: Any) -> LoadedModel
 def _create_from_hub(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """``timm.create_model('hf-hub:...')``; timm fetches config.json itself, so its Hub errors are turned
     into one clear line here."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
 
     from ..hub.weights import _hub_reason
 
+    repo_id = spec.removeprefix("hf-hub:").split("@", 1)[0]
+    try:  # before timm sees it: ``hf-hub:``, ``hf-hub:../..`` are no repository
+        validate_repo_id(repo_id)
+        if "/" not in repo_id:
+            raise HFValidationError("no ORG/ part")
+    except HFValidationError as err:
+        reason = " ".join(str(err).split())[:160]
+        raise CureZooError(f"{spec!r} names no Hub repository ({reason}); write hf-hub:ORG/NAME[@REVISION]") from None
     try:
         return timm.create_model(spec, pretrained=pretrained, **kwargs)
     except CureZooError:

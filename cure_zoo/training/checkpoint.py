@@ -68,9 +68,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and what to do
         raise CureZooError(
-            f"cannot read the training checkpoint {path} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            f"delete it to start the run afresh, or train into another --output directory"
+            f"cannot read the training checkpoint {path} ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+            f"{_START_AFRESH}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CureZooError(f"{path} is not a cure_zoo training checkpoint ({FORMAT}); use another --output directory")
+    if not isinstance(ckpt.get("recipe"), dict):
+        raise CureZooError(f"{path} is a damaged training checkpoint (no recipe); {_START_AFRESH}")
     return ckpt
+
+
+_START_AFRESH = "delete it to start the run afresh, or train into another --output directory"
+
+
+def checkpoint_mismatch(path: Path, err: Exception) -> CureZooError:
+    """The error for a checkpoint that was read but cannot be restored (missing entries, wrong shapes)."""
+    reason = f"missing {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
+    return CureZooError(f"the training checkpoint {path} does not fit this run ({reason}); {_START_AFRESH}")

@@ -7,7 +7,10 @@
   and preset, data, starting weights, training summary, code revision and library versions;
 * ``train_hparams.yaml``: the resolved recipe;
 * ``metrics.jsonl``: one JSON object per epoch (rewritten atomically each epoch);
-* ``model_best.safetensors``: the weights of the epoch with the best PGD-20 accuracy (robust overfitting).
+* ``model_best.safetensors``: the weights of the epoch with the best PGD-20 accuracy (robust overfitting);
+  its sha256 is ``cure_zoo.training.best_eval.weights_sha256``.
+
+The names, and the rule for what may leave the directory, are :mod:`cure_zoo.rundir`'s.
 """
 
 from __future__ import annotations
@@ -21,13 +24,10 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..hub.weights import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE
 from ..io import atomic_write, save_weights, sha256_file, write_text_atomic
+from ..rundir import CONFIG_BLOCK, CONFIG_FILE, HPARAMS_FILE, METRICS_FILE, WEIGHTS_FILE
 from .recipe import Recipe, recipe_to_yaml
 
-HPARAMS_FILE = "train_hparams.yaml"
-METRICS_FILE = "metrics.jsonl"
-BEST_WEIGHTS_FILE = "model_best.safetensors"
 _PACKAGES = ("torch", "torchvision", "timm", "safetensors", "numpy", "cure-zoo")
 
 

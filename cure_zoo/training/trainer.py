@@ -25,7 +25,7 @@ import torch
 from ..errors import CureZooError
 from ..rundir import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, CONFIG_BLOCK
 from . import distributed as du
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import capture_rng_state, checkpoint_mismatch, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
 from .methods import Batch, StepContext, build_method
@@ -202,19 +202,24 @@ class Trainer:
                 f"{self.output_dir} holds a checkpoint of a different recipe ({listed}); resume with the same "
                 f"recipe and --set values, or train into another --output directory"
             )
-        self.model.load_state_dict(ckpt["model"])
-        self.method.load_state_dict(ckpt["method"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epochs_done, self.step_in_epoch = ckpt["epochs_done"], ckpt["step_in_epoch"]
-        self.global_step = ckpt["global_step"]
-        self.epoch_sums, self.epoch_count = ckpt["epoch_sums"], ckpt["epoch_count"]
-        self.best, self.train_time = ckpt["best"], ckpt["train_time"]
-        rng = ckpt["rng"]
-        if len(rng) == self.info.world_size:
-            restore_rng_state(rng[self.info.rank])
-        else:
-            self.log(f"resuming with {self.info.world_size} processes instead of {len(rng)}: RNG states not restored")
+        try:  # same recipe, yet entries missing or of other shapes: a damaged file
+            self.model.load_state_dict(ckpt["model"])
+            self.method.load_state_dict(ckpt["method"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.epochs_done, self.step_in_epoch = ckpt["epochs_done"], ckpt["step_in_epoch"]
+            self.global_step = ckpt["global_step"]
+            self.epoch_sums, self.epoch_count = ckpt["epoch_sums"], ckpt["epoch_count"]
+            self.best, self.train_time = ckpt["best"], ckpt["train_time"]
+            rng = ckpt["rng"]
+            if len(rng) == self.info.world_size:
+                restore_rng_state(rng[self.info.rank])
+            else:
+                self.log(
+                    f"resuming with {self.info.world_size} processes instead of {len(rng)}: RNG states not restored"
+                )
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise checkpoint_mismatch(self.ckpt_path, err) from None
         # metrics written after the checkpoint (an epoch that is about to be redone) are dropped
         self.metrics = [m for m in read_metrics(self.output_dir) if m["epoch"] <= self.epochs_done]
         self.log(
