@@ -35,7 +35,7 @@ from ..parsing import load_yaml, parse_number
 
 METHODS = ("st", "at", "trades", "cure", "cure_eff")
 CURE_METHODS = ("cure", "cure_eff")
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # package data: ships in the wheel
 
 
 class RecipeError(CureZooError, ValueError):
@@ -310,7 +310,7 @@ def _flatten(mapping: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def find_recipe(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Path:
-    """A recipe file: a path to a YAML file, or the name of one in ``recipes/`` (without ``.yaml``)."""
+    """A recipe file: a path to a YAML file, or the name of one in ``cure_zoo/recipes/`` (without ``.yaml``)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
         if not path.is_file():
