@@ -42,8 +42,15 @@ def library_versions() -> dict[str, str]:
 
 
 def code_revision() -> str:
-    """The git commit of the cure_zoo checkout (``+dirty`` with uncommitted changes), or ``unknown``."""
+    """The git commit of the cure_zoo checkout this code runs from (``+dirty`` with uncommitted changes), or,
+    for an installed package, ``cure-zoo==VERSION`` (git is asked only about a checkout of cure_zoo itself,
+    never about a repository the package happens to be installed in)."""
+    from .. import __version__
+
     root = Path(__file__).resolve().parents[2]
+    installed = f"cure-zoo=={__version__}"
+    if not (root / ".git").exists() or not (root / "pyproject.toml").is_file():
+        return installed
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
@@ -57,8 +64,8 @@ def code_revision() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}+dirty" if dirty else sha or "unknown"
+        return installed
+    return f"{sha}+dirty" if dirty else sha or installed
 
 
 def write_hparams(output_dir: Path, recipe: Recipe) -> None:
