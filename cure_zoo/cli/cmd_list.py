@@ -27,7 +27,7 @@ def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
     import torch
 
     import cure_zoo  # noqa: F401  (registers the models)
-    from cure_zoo.models.zoo import ARCHITECTURES, METHODS, ZOO
+    from cure_zoo.models.zoo import ARCHITECTURES, METHODS, SMALL_SCALE_NOTE, ZOO
 
     rows, params = [], {}
     for e in ZOO:
@@ -38,11 +38,12 @@ def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
             with torch.device("meta"):  # count parameters without allocating them
                 model = timm.create_model(e.architecture, num_classes=e.num_classes)
             params[key] = sum(p.numel() for p in model.parameters())
-        weights = (
-            "bundled (pyautoattack)"
-            if e.weights_source == "pyautoattack"
-            else (f"published @ {e.revision[:8]}" if e.published else "not published")
-        )
+        if e.weights_source == "pyautoattack":
+            weights = "bundled (pyautoattack)"
+        elif e.weights_source == "package":
+            weights = "shipped, small scale*" if e.published else "not shipped, small scale*"
+        else:
+            weights = f"published @ {e.revision[:8]}" if e.published else "not published"
         rows.append(
             dict(
                 name=e.name,
@@ -56,6 +57,8 @@ def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
                 weights=weights,
                 published=e.published,
                 hf_hub_id=e.hf_hub_id,
+                small_scale=bool(e.train_subset),
+                note=SMALL_SCALE_NOTE if e.train_subset else "",
                 claims=dict(e.claims),
             )
         )
@@ -79,6 +82,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from cure_zoo.errors import CureZooError
+    from cure_zoo.models.zoo import SMALL_SCALE_NOTE
 
     rows = zoo_rows(args.pattern)
     if not rows:
@@ -91,4 +95,6 @@ def run(args: argparse.Namespace) -> int:
             "\nNumbers are % on the CIFAR/SVHN test split, measured by cure-zoo (see each model card); "
             "'-' = no published weights yet."
         )
+        if any(r["small_scale"] for r in rows):
+            print(f"* {SMALL_SCALE_NOTE} (the CIFAR-10-5k track, benchmarks/cifar10_5k/).")
     return 0
