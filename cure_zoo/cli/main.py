@@ -1,4 +1,4 @@
-"""``cure-zoo``: list, evaluate, verify and publish the zoo's models.
+"""``cure-zoo``: list, train, evaluate, verify and publish the zoo's models.
 
 Each subcommand lives in ``cmd_<name>.py`` with ``add_parser(subparsers)``; the parser's ``run`` default
 returns the exit code. Heavy imports (torch, timm) happen inside ``run`` so ``--help`` is instant.
@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommands, in the order ``--help`` shows them.
-COMMANDS = ["list", "eval", "card", "push", "verify", "analyze"]
+COMMANDS = ["list", "train", "eval", "card", "push", "verify", "analyze"]
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
