@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import CureZooError
 from ..io import atomic_write
 
 
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:  # an optional extra: cards and analyses draw figures, nothing else does
+        raise CureZooError("drawing figures needs matplotlib: pip install 'cure-zoo[cards]'") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import CureZooError
 from ..io import atomic_write
 from .paper_results import PaperRow
 
@@ -18,7 +19,10 @@ METRIC_AXIS = {"aa": "AutoAttack", "cw20": "CW-inf (C&W)", "pgd20": "PGD-20", "p
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:  # an optional extra: cards and analyses draw figures, nothing else does
+        raise CureZooError("drawing figures needs matplotlib: pip install 'cure-zoo[cards]'") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

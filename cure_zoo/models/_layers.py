@@ -82,13 +82,11 @@ class CifarClassifier(nn.Module):
         ``''`` removes the pooling too (the output is then the unpooled feature map), None keeps it."""
         if global_pool is None:
             global_pool = self.global_pool.pool_type
-        weight = self.conv1.weight
-        self.global_pool, classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, device=weight.device, dtype=weight.dtype
-        )
+        self.global_pool, classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.num_classes = num_classes
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        setattr(self, self.classifier_attr, classifier)
+        # on the model's device and dtype (timm < 1.0.22's create_classifier takes neither)
+        setattr(self, self.classifier_attr, classifier.to(self.conv1.weight))
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
