@@ -1,6 +1,10 @@
 """Test environment. huggingface_hub reads its settings once, at import, so they are set here, before any
 test module imports it: offline by default, the endpoint on a closed loopback port (no test can reach the
-internet), and every cache in a temporary folder."""
+internet), and every cache in a temporary folder.
+
+One intra-op thread for every test and the subprocesses they start (``OMP_NUM_THREADS``, unless set): the
+tests' models are small, so a second thread mostly waits, and on a loaded 2-core machine it made the
+four-stage AutoAttack test 38x slower (1,289 s with 2 threads vs 34 s with 1)."""
 
 import os
 import tempfile
@@ -16,13 +20,14 @@ os.environ.update(
     HF_HUB_DISABLE_XET="1",
     CURE_ZOO_CACHE=str(_TMP / "cure_zoo_cache"),
 )
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("CURE_ZOO_HF_ORG", None)
 os.environ.pop("HF_TOKEN", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)
 
 DATA_DIR = Path(__file__).parent / "data"
 

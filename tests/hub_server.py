@@ -14,6 +14,7 @@ subprocesses with :meth:`OlahServer.client_env`.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
@@ -28,20 +29,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-import torch
-
 CLOSED_PORT = "127.0.0.1:9"  # nothing listens on the discard port: olah's upstream goes nowhere
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models' convolutions are overhead-bound: a second intra-op thread only adds synchronisation
-    (measured 50x slower per conv on a busy 2-core machine). Imported by the modules that use it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def free_port() -> int:
@@ -75,8 +63,9 @@ class OlahServer:
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> OlahServer:
-        if shutil.which("olah-cli") is None or shutil.which("git") is None:
-            raise RuntimeError("olah-cli and git are needed: pip install -e '.[dev]' installs olah")
+        # olah from this interpreter's environment (its olah-cli script need not be on PATH)
+        if importlib.util.find_spec("olah") is None or shutil.which("git") is None:
+            raise RuntimeError(f"olah and git are needed: {sys.executable} -m pip install -e '.[dev]' installs olah")
         self.mirrors.mkdir(parents=True, exist_ok=True)
         config = self.root / "olah.toml"
         config.write_text(
@@ -99,7 +88,7 @@ class OlahServer:
         self._log = log
         env = dict(os.environ, OLAH_LOG_PATH=str(self.root / "logs"))
         self._proc = subprocess.Popen(
-            [shutil.which("olah-cli"), "-c", str(config)], cwd=self.root, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "olah.server", "-c", str(config)], cwd=self.root, env=env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + timeout
         url = f"{self.endpoint}/api/models/probe/ready/revision/main"

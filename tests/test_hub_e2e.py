@@ -31,7 +31,7 @@ import pytest
 from cure_zoo.cli.main import main
 from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
-from .hub_server import HubWriteAPI, OlahServer, contract_config, one_thread, run_cli, run_python  # noqa: F401
+from .hub_server import HubWriteAPI, OlahServer, contract_config, run_cli, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "test-org"

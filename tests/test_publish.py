@@ -19,8 +19,6 @@ from cure_zoo.hub.push import push, upload_plan
 from cure_zoo.hub.verify import judge_accuracy, verify
 from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
-from .hub_server import one_thread  # noqa: F401  (autouse: one intra-op thread for these tiny models)
-
 N = 16
 ATTACKS = "nat,pgd20,cw20"
 FAKE_TOKEN = "hf_FAKEtokenNEVERtoBEprinted0123456789"

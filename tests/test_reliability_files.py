@@ -32,7 +32,7 @@ from cure_zoo.hub.card_builder import card_for_run
 from cure_zoo.io import sha256_file, write_json_atomic
 from cure_zoo.rundir import RunDirError, swap_in
 
-from .hub_server import HubWriteAPI, OlahServer, one_thread, run_python  # noqa: F401  (one_thread: autouse)
+from .hub_server import HubWriteAPI, OlahServer, run_python
 from .test_publish import FAKE_TOKEN, make_run
 
 SECRET = "root:$6$not-a-real-hash:19000:0:99999:7:::\n"

@@ -32,14 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "recipes" / "train.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     return save_run_dir(tmp_path_factory.mktemp("tiny") / "run")

@@ -18,7 +18,6 @@ from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.recipe import load_recipe
 from cure_zoo.training.revision import RevisionModel
 from cure_zoo.training.rgp import apply_rgp_masks_, masked_parameter_names, percentile
-from tests.training_threads import one_thread  # noqa: F401  (autouse)
 
 TINY = {"model.architecture": "cifar_resnet18", "model.args": {"widths": [4, 8, 8, 8]}}
 

@@ -18,7 +18,6 @@ from cure_zoo.data import load_bundled
 from cure_zoo.models.zoo import PAPER_PAIRS
 from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.recipe import PRESETS, RECIPES_DIR, RecipeError, available_recipes, load_recipe
-from tests.training_threads import one_thread  # noqa: F401  (autouse)
 
 TABLE9 = {  # (arch, dataset) -> (p, alpha, gamma), paper Table 9; ResNet-50/101 use ResNet-18's (App. C.2)
     ("resnet18", "cifar10"): (30, 0.1, 1.0),

@@ -28,7 +28,6 @@ from cure_zoo.models.loader import load_model
 from cure_zoo.rundir import CHECKPOINT_FILE
 from cure_zoo.training import TrainingDivergedError, load_recipe, train
 from tests import training_worker  # noqa: F401  (registers the test architectures, float64_resnet among them)
-from tests.training_threads import one_thread  # noqa: F401  (autouse)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "recipes" / "train.py"
