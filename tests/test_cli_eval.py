@@ -103,6 +103,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_gives_the_same_masks_as_one_process(run_dir, tmp_path, cifar10_test):
     """torchrun, 2 CPU processes, gloo: each takes a contiguous slice (11 images, so 5 + 6), rank 0 writes one
     JSON; its per-sample masks must equal a single-process evaluate() of the same model and images."""

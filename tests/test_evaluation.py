@@ -34,6 +34,7 @@ def test_natural_resnet18_is_not_robust_at_8_255(autoattack_resnet18, cifar10_te
     assert result.indices == list(range(8)) and result.dataset["name"] == "cifar10"
 
 
+@pytest.mark.slow
 def test_autoattack_equals_pyautoattack_called_directly(cifar10_test):
     """The same model, images, eps, seed and batch size through our evaluate() and through pyautoattack's
     documented API give the same per-sample result and the same adversarial images."""
@@ -54,6 +55,7 @@ def test_autoattack_equals_pyautoattack_called_directly(cifar10_test):
     assert ours.results["aa"]["stages"] == {"apgd-ce": {"correct": robust, "accuracy": 100 * robust / 12}}
 
 
+@pytest.mark.slow
 def test_autoattack_equals_pyautoattack_when_all_four_sub_attacks_run(cifar10_test):
     """At 0.25/255 the tiny model keeps both images through APGD-CE, APGD-T breaks one (test image 7) and
     the other (test image 2) survives FAB-T and Square too, so every stage of the standard pipeline runs and
@@ -80,6 +82,7 @@ class _Noisy(nn.Module):
         return self.inner(x) + 0.01 * torch.randn(len(x), 10)
 
 
+@pytest.mark.slow
 def test_autoattack_checks_are_surfaced_as_flags(cifar10_test):
     # AutoAttack runs its checks before attacking; images the model gets wrong leave nothing to attack after
     # them, which keeps this test cheap

@@ -17,6 +17,8 @@ from cure_zoo.io import save_weights, sha256_file
 
 from .hub_server import OlahServer, contract_config, run_python
 
+pytestmark = pytest.mark.slow  # a real Hub server (olah) end to end
+
 ORG = "test-org"
 NAME = "st_resnet18_cifar10"  # the real AutoAttack ResNet-18 IS a naturally trained CIFAR-10 ResNet-18
 

@@ -33,6 +33,8 @@ from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
 from .hub_server import HubWriteAPI, OlahServer, contract_config, run_cli, run_python
 
+pytestmark = pytest.mark.slow  # a real Hub server, training and CLI subprocesses end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 ORG = "test-org"
 FAKE_TOKEN = "hf_e2eFAKEtokenThatMustNeverAppear0000"

@@ -21,6 +21,7 @@ save_weights(tensors, sys.argv[1], metadata={f"key{i}": f"value {i} \u00e9" for 
 """
 
 
+@pytest.mark.slow
 def test_the_same_weights_give_the_same_bytes_in_separate_processes(tmp_path):
     # safetensors itself writes its JSON header in a per-process random order (hash-map iteration order)
     paths = [tmp_path / f"w{i}.safetensors" for i in range(2)]

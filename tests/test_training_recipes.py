@@ -114,6 +114,7 @@ def test_preset_on_a_baseline_and_bad_layerwise_spec_are_rejected():
         load_recipe("cure_resnet18_cifar1")
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_key_in_one_line_with_status_2(tmp_path):
     train_py = Path(__file__).resolve().parents[1] / "recipes" / "train.py"
     done = subprocess.run(

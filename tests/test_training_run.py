@@ -87,6 +87,7 @@ def reference_run(cure_values, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_directory_is_loadable_and_complete(reference_run, st_run):
     files = {p.name for p in reference_run.iterdir()}
     assert {"model.safetensors", "config.json", "train_hparams.yaml", "metrics.jsonl", CHECKPOINT_FILE} <= files
@@ -133,6 +134,7 @@ def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, done: callable, time
     raise AssertionError("no checkpoint in time")
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigkill_mid_epoch_then_resume_is_bitwise_identical(cure_values, reference_run, tmp_path):
     out = tmp_path / "interrupted"
     recipe = _recipe_file(cure_values, tmp_path / "tiny_cure.yaml")
@@ -176,6 +178,7 @@ def _assert_same_end(reference: Path, out: Path) -> None:
         assert (r.get("eval"), r["train"]) == (g.get("eval"), g["train"])
 
 
+@pytest.mark.slow
 def test_resuming_with_a_different_recipe_is_refused(cure_values, reference_run, tmp_path):
     out = tmp_path / "copy"
     out.mkdir()
@@ -218,6 +221,7 @@ def two_process_run(tmp_path_factory) -> tuple[Path, dict[str, dict[str, torch.T
     return out, _run_worker(out, TWO_PROCESS, 2)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_keeps_all_ranks_identical(two_process_run):
     """Every tensor, BN running statistics and the revision model included, is the same on both processes, and
     the run's output is rank 0's model."""
@@ -230,6 +234,7 @@ def test_two_process_gloo_run_keeps_all_ranks_identical(two_process_run):
         assert torch.equal(v, ranks["rank0"][f"model.{k}"]), k
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_path):
     """Full CURE (PGD attack, RGP masks, L_CR, revision with r = 1) split over 2 processes or not gives the
     same weights, on a model without batch statistics (GroupNorm) computing in float64.
@@ -283,6 +288,7 @@ def _worker_pids(launcher: int) -> dict[int, int]:
     return workers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds torchrun's workers through Linux /proc")
 def test_torchrun_max_restarts_resumes_a_killed_worker_group_bitwise(two_process_run, tmp_path):
     """``torchrun --max-restarts=1`` end to end: rank 0 is SIGKILLed after a step checkpoint; torchrun stops
