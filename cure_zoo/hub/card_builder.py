@@ -30,6 +30,7 @@ from ..errors import CureZooError
 from ..io import atomic_write, sha256_file, write_json_atomic, write_text_atomic
 from ..rundir import (
     CARD_FILE,
+    CARD_STAGING_PREFIX,
     CONFIG_BLOCK,
     CONFIG_FILE,
     EVAL_FILE,
@@ -129,7 +130,7 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
     for leftover in staging_leftovers(run_dir):  # an earlier card that was killed half-way
         shutil.rmtree(leftover, ignore_errors=True)
     try:
-        stage = Path(tempfile.mkdtemp(prefix=".card-", dir=run_dir))
+        stage = Path(tempfile.mkdtemp(prefix=CARD_STAGING_PREFIX, dir=run_dir))
     except OSError as err:
         raise CureZooError(f"cannot write the card into {run_dir}: {err.strerror}") from None
     try:
