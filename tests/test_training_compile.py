@@ -7,10 +7,13 @@ after the switch failed. ``compile_model`` switches donated buffers off. Compili
 time (tens of seconds, cold)."""
 
 import contextlib
+import functools
 
+import pytest
 import torch
 
 from cure_zoo.data import load_bundled
+from cure_zoo.training import train
 from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.modeling import build_model, compile_model
 from cure_zoo.training.recipe import load_recipe
@@ -56,3 +59,42 @@ def test_compiled_cure_eff_switches_to_cure_and_gives_eager_losses():
     torch.testing.assert_close(cure["ce_nat"], eager_cure["ce_nat"], rtol=1e-4, atol=1e-5)
     assert abs(cure["masked_frac"].item() - 0.30) < 0.01  # p = 30% of every masked tensor's entries
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_cure_epoch_stays_within_three_graphs(monkeypatch, tmp_path):
+    """A compiled CURE epoch with a partial last batch and the per-epoch check compiles at most three graphs
+    (train mode; the attack's eval mode with frozen parameters; the same without gradients) and no frame
+    falls back to eager. Before the batch dimension was marked dynamic and the check moved to the eager
+    module it hit dynamo's recompile limit (8) within the first epoch. The ``eager`` backend keeps this to
+    dynamo's tracing (the graphs and guards are the same as inductor's); about a minute on one CPU thread."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from cure_zoo.training import trainer
+
+    monkeypatch.setattr(trainer, "compile_model", functools.partial(compile_model, backend="eager"))
+    values = {
+        "method": "cure",
+        "model.args": {"widths": [4, 8, 8, 8]},
+        "data.source": "bundled",
+        # batches of 24 and 16 (on the CPU a batch below 16 adds graphs: the convolution backend choice, which
+        # dynamo guards on, switches there)
+        "data.train_examples": 40,
+        "optim.batch_size": 24,
+        "optim.epochs": 1,
+        "attack.steps": 1,
+        "eval.examples": 6,  # check batches of 4 and 2
+        "eval.batch_size": 4,
+        "eval.pgd_steps": 1,
+        "model.compile": True,
+        "checkpoint.every_steps": 0,
+        "run.progress": False,
+        "run.tensorboard": False,
+    }
+    torch._dynamo.reset()
+    counters.clear()
+    result = train(load_recipe(None, values), tmp_path)
+    assert result.global_step == 2 and "eval" in result.metrics[0]
+    assert 1 <= counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
+    assert counters["frames"]["total"] == counters["frames"]["ok"], dict(counters["frames"])

@@ -49,6 +49,9 @@ class ModelConfig:
     init: str | None = None  # starting weights: zoo name, run directory or .safetensors file (CURE: the st_ model)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training model (GPU runs)
+    # BatchNorm statistics over the global batch in train-mode forwards (torch.nn.SyncBatchNorm; several CUDA
+    # processes only): without it each process normalises its own slice
+    sync_batchnorm: bool = False
 
 
 @dataclass

@@ -29,7 +29,7 @@ from .checkpoint import capture_rng_state, checkpoint_mismatch, load_checkpoint,
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
 from .methods import Batch, StepContext, build_method
-from .modeling import build_model, compile_model, load_init_weights
+from .modeling import build_model, compile_model, load_init_weights, sync_batchnorm
 from .outputs import (
     code_revision,
     final_paths,
@@ -96,8 +96,9 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Keys whose values differ between two resolved recipes, apart from the harmless ones."""
-    a, b = _flat(old), _flat(new)
+    """Keys whose values differ between two resolved recipes, apart from the harmless ones. A key that the
+    old recipe lacks (added to the code since) counts as its default, so older checkpoints still resume."""
+    a, b = _flat(Recipe().to_dict()) | _flat(old), _flat(new)
     return {
         k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
     }
@@ -129,6 +130,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.memory_format = torch.channels_last if r.model.channels_last else torch.contiguous_format
         self.model = build_model(r)
+        if r.model.sync_batchnorm:
+            self.model = sync_batchnorm(self.model, self.info.world_size, self.device)
         self.init_sha256 = load_init_weights(self.model, r.model.init) if r.model.init else None
         self.model.to(self.device, memory_format=self.memory_format)
         forward = compile_model(self.model) if r.model.compile else self.model

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 import torch.nn as nn
 
 from ..recipe import Recipe
@@ -20,7 +23,9 @@ METHOD_CLASSES: dict[str, type[Method]] = {
 }
 
 
-def build_method(recipe: Recipe, model: nn.Module, forward: nn.Module | None = None) -> Method:
+def build_method(
+    recipe: Recipe, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> Method:
     return METHOD_CLASSES[recipe.method](recipe, model, forward)
 
 

@@ -45,10 +45,12 @@ class Method:
 
     name = "base"
 
-    def __init__(self, recipe: Recipe, model: nn.Module, forward: nn.Module | None = None) -> None:
+    def __init__(
+        self, recipe: Recipe, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
         self.recipe = recipe
         self.model = model  # the nn.Module whose parameters are trained and saved
-        self.forward = forward if forward is not None else model  # possibly torch.compile'd / wrapped
+        self.forward = forward if forward is not None else model  # possibly torch.compile'd (compile_model)
 
     def prepare(self) -> None:
         """Change the model before the optimizer is built (layer freezing, re-initialisation)."""
