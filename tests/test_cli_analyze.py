@@ -39,3 +39,21 @@ def test_analyze_cka_mistakes_are_one_line(run_dir, tmp_path, capsys, args, mess
     code = main(["analyze", "cka", str(run_dir), str(run_dir), "--n-examples", "8", "--out", str(tmp_path), *args])
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("notice:")]
     assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("cure-zoo analyze: error:")
+
+
+def test_analyze_minpert_writes_per_model_json_and_the_figures(run_dir, tmp_path, capsys):
+    out = tmp_path / "mp"
+    args = ["analyze", "minpert", str(run_dir), "--n-examples", "6", "--iterations", "3", "--steps", "4"]
+    assert main([*args, "--eps-max", "8/255", "--show", "3", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "correct images flipped, median" in stdout
+    obj = json.loads((out / "minpert_0.json").read_text())
+    assert obj["method"]["kind"] == "bisect" and len(obj["per_image"]) == 6
+    assert (out / "minpert_examples.png").is_file() and (out / "minpert_distribution.png").is_file()
+
+
+def test_analyze_corruptions_needs_the_benchmark_on_disk(run_dir, tmp_path, capsys):
+    code = main(["analyze", "corruptions", str(run_dir), "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CIFAR-10-C in" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing written

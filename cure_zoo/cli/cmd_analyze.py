@@ -13,10 +13,10 @@ from pathlib import Path
 MODEL_HELP = "registered name, hf-hub:ORG/NAME, run directory or .safetensors"
 
 
-def _common(p: argparse.ArgumentParser, *, images: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, *, images: bool = True, n_default: int = 1000) -> None:
     p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
     if images:
-        p.add_argument("--n-examples", type=int, default=1000, help="first N test images (default 1000)")
+        p.add_argument("--n-examples", type=int, default=n_default, help=f"first N test images (default {n_default})")
         p.add_argument("--data-dir", default=None, help="folder with the torchvision dataset; default $CURE_ZOO_DATA")
         p.add_argument("--no-download", action="store_true", help="never download the dataset")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
@@ -54,6 +54,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cka.add_argument("--seed", type=int, default=0, help="seed of --b-inputs' random start (default 0)")
     _common(cka)
     cka.set_defaults(run=run_cka)
+
+    mp = sub.add_parser(
+        "minpert",
+        help="the smallest L-inf perturbation that flips each image (App. D.1, Fig. 8)",
+        description="Per image, the smallest L-inf budget at which an attack flips the model's prediction: "
+        "bisection over PGD's eps (default; precision eps-max / 2^iterations) or pyautoattack's FAB. Several "
+        "models are shown side by side, as in the paper's Fig. 8. Writes minpert_<i>.json per model, "
+        "minpert_examples.png and minpert_distribution.png to --out.",
+        epilog="Example: cure-zoo analyze minpert runs/at runs/cure --n-examples 500 --out analysis/minpert",
+    )
+    mp.add_argument("models", metavar="MODEL", nargs="+", help=MODEL_HELP)
+    mp.add_argument("--method", choices=["bisect", "fab"], default="bisect", help="bisect (default) or fab")
+    mp.add_argument("--eps-max", default="32/255", help="largest budget searched (default 32/255)")
+    mp.add_argument("--iterations", type=int, default=None, help="bisection steps (10) or FAB iterations (100)")
+    mp.add_argument("--steps", type=int, default=20, help="PGD steps per bisection probe (default 20)")
+    mp.add_argument("--seed", type=int, default=0, help="seed of the PGD starts / FAB (default 0)")
+    mp.add_argument("--show", type=int, default=8, help="images in the example figure (default 8)")
+    _common(mp, n_default=200)
+    mp.set_defaults(run=run_minpert)
+
+    co = sub.add_parser(
+        "corruptions",
+        help="accuracy on CIFAR-10-C / CIFAR-100-C (Sec. 7, App. D.2)",
+        description="Accuracy on the corruption benchmark read from --data-dir (the official .npy layout: "
+        "CIFAR-10-C/<corruption>.npy and labels.npy), per corruption and severity, per group (blur, digital, "
+        "noise, weather), at severity 3 (the paper) and averaged over severities (RobustBench). Writes "
+        "corruptions.json and corruptions.png to --out.",
+        epilog="Example: cure-zoo analyze corruptions runs/cure --data-dir ~/data --out analysis/cure_c",
+    )
+    co.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    co.add_argument("--data-dir", required=True, help="CIFAR-10-C folder (or its parent)")
+    co.add_argument("--corruptions", default="standard", help="standard (the 15, default), all (+4 extra) or names")
+    co.add_argument("--severities", default="1,2,3,4,5", help="comma-separated, default 1,2,3,4,5")
+    co.add_argument("--n-examples", type=int, default=None, help="first N images of each severity (default all)")
+    _common(co, images=False)
+    co.set_defaults(run=run_corruptions)
 
 
 def _images(args: argparse.Namespace):
@@ -106,4 +142,54 @@ def run_cka(args: argparse.Namespace) -> int:
         f"{images.dataset} images; diagonal: {' '.join(f'{v:.2f}' for v in diag)}"
     )
     print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def run_minpert(args: argparse.Namespace) -> int:
+    from cure_zoo.analysis.minpert import minimum_perturbation, plot_distribution, plot_examples
+
+    out = _out_dir(args.out)
+    images = _images(args)
+    results = []
+    for i, spec in enumerate(args.models):
+        r = minimum_perturbation(
+            spec, images, method=args.method, eps_max=args.eps_max, iterations=args.iterations, steps=args.steps,
+            batch_size=args.batch_size, seed=args.seed, device=args.device,
+        )  # fmt: skip
+        results.append(r)
+        s = r.summary()
+        median = "above eps-max" if s.get("q50") is None else f"{s['q50'] * 255:.2f}/255"
+        print(f"{spec}: {s['n_flipped']} of {s['n_correct']} correct images flipped, median {median}")
+        print(f"wrote {r.save(out / f'minpert_{i}.json')}")
+    names = list(args.models)
+    print(f"wrote {plot_examples(results, out / 'minpert_examples.png', n=args.show, names=names)}")
+    print(f"wrote {plot_distribution(results, out / 'minpert_distribution.png', names=names)}")
+    return 0
+
+
+def run_corruptions(args: argparse.Namespace) -> int:
+    from cure_zoo.analysis.corruptions import PAPER_SEVERITY, evaluate_corruptions
+    from cure_zoo.errors import CureZooError
+
+    out = _out_dir(args.out)
+    try:
+        severities = tuple(int(v) for v in args.severities.split(",") if v.strip())
+    except ValueError:
+        raise CureZooError(f"--severities takes numbers 1-5, e.g. 1,3,5; got {args.severities!r}") from None
+    if args.n_examples is not None and args.n_examples <= 0:
+        raise CureZooError(f"--n-examples must be positive, got {args.n_examples}")
+    result = evaluate_corruptions(
+        args.model, args.data_dir, dataset=args.dataset, corruptions=args.corruptions, severities=severities,
+        n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
+    )  # fmt: skip
+    obj = result.to_json()
+    for label, block in (("severity 3", obj["severity_3"]), ("mean over severities", obj["mean_over_severities"])):
+        if block["per_group"]:
+            groups = ", ".join(f"{g} {v:.2f}" for g, v in block["per_group"].items())
+            print(f"{label}: {groups}")
+    if obj["robustbench_corruptions_acc"] is not None:
+        print(f"RobustBench corruptions_acc (15 corruptions x 5 severities): {obj['robustbench_corruptions_acc']:.2f}")
+    print(f"wrote {result.save(out / 'corruptions.json')}")
+    if PAPER_SEVERITY in severities:
+        print(f"wrote {result.plot(out / 'corruptions.png')}")
     return 0

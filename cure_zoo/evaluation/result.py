@@ -172,6 +172,19 @@ class EvalResult:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> EvalResult:
+        """An ``EvalResult`` from its JSON object; anything malformed is one :class:`CureZooError`."""
+        if not isinstance(obj, dict):
+            raise CureZooError(f"not a cure-zoo evaluation result (a JSON {type(obj).__name__}, not an object)")
+        try:
+            return cls._from_json(obj)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            reason = f"missing {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:160]
+            raise CureZooError(
+                f"a malformed cure-zoo evaluation result ({reason}); write it again with cure-zoo eval"
+            ) from None
+
+    @classmethod
+    def _from_json(cls, obj: dict[str, Any]) -> EvalResult:
         if obj.get("schema") != SCHEMA:
             raise CureZooError(f"not a cure-zoo evaluation result (schema {obj.get('schema')!r}, expected {SCHEMA})")
         if obj.get("masks_encoding", MASKS_ENCODING) != MASKS_ENCODING:
@@ -189,7 +202,17 @@ class EvalResult:
             time_s=float(obj["time_s"]),
             flags=list(obj.get("flags", [])),
             created=obj.get("created", ""),
-        )
+        )._checked()
+
+    def _checked(self) -> EvalResult:
+        """The field types the card, verify and the table rely on."""
+        for name, part in (("model", self.model), ("protocol", self.protocol), ("results", self.results)):
+            if not isinstance(part, dict):
+                raise TypeError(f"{name!r} is a {type(part).__name__}, not an object")
+        for name, r in self.results.items():
+            if isinstance(r, dict) and not isinstance(r.get("accuracy", 0.0), int | float):
+                raise TypeError(f"results[{name!r}].accuracy is not a number")
+        return self
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_json_atomic(path, self.to_json())
@@ -197,12 +220,17 @@ class EvalResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> EvalResult:
         try:
-            obj = json.loads(Path(path).read_text())
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CureZooError(f"{path} does not exist") from None
         except json.JSONDecodeError as err:
             raise CureZooError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-        return cls.from_json(obj)
+        except UnicodeDecodeError:
+            raise CureZooError(f"{path} is not JSON text (not UTF-8)") from None
+        try:
+            return cls.from_json(obj)
+        except CureZooError as err:
+            raise CureZooError(f"{path}: {err}") from None
 
     # ---- display ---------------------------------------------------------------------------------------
     def format_table(self) -> str:
@@ -216,7 +244,7 @@ class EvalResult:
             rows.append(
                 (
                     name,
-                    "-" if eps is None else _eps_text(eps),
+                    "-" if eps is None else _eps_text(eps, attacks[name].get("norm", "Linf")),
                     f"{r['accuracy']:.2f}",
                     f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]",
                     f"{r['correct']}/{r['n']}",
@@ -237,7 +265,7 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _eps_text(eps: float) -> str:
+def _eps_text(eps: float, norm: str = "Linf") -> str:
     from .protocol import eps_label
 
-    return eps_label(eps)
+    return eps_label(eps, norm)

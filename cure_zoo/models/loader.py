@@ -5,7 +5,9 @@ beside it. The CLI's ``eval`` and ``verify`` and the Python API all load models 
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +59,64 @@ def _sha(file: str | None) -> str | None:
     return sha256_file(file) if file and Path(file).is_file() else None
 
 
-def load_model(spec: str, pretrained: bool = True, **kwargs: Any) -> LoadedModel:
-    """Build the model ``spec`` names, in eval mode, with its weights and their sha256."""
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
+
+
+def _factory_model(spec: str, **kwargs: Any) -> nn.Module:
+    """``package.module:function`` -> ``function(**kwargs)``, which must return an ``nn.Module``. The module is
+    imported as Python imports it (from ``sys.path``, e.g. the current folder): it is the user's own code."""
+    module_name, _, function_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise CureZooError(f"cannot import {module_name!r} for the model factory {spec!r} ({err})") from None
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise CureZooError(f"{module_name} has no function {function_name!r} (model factory {spec!r})")
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise CureZooError(f"the model factory {spec!r} returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _load_weights_file(model: nn.Module, weights: str) -> str:
+    """Load a ``.safetensors`` state dict into ``model`` (strict: every key, every shape); its sha256."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(weights)
+    if path.suffix != ".safetensors":
+        raise CureZooError(f"--weights {weights}: only .safetensors files are loaded (a pickle can run code)")
+    if not path.is_file():
+        raise CureZooError(f"--weights {weights} does not exist")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CureZooError(f"cannot read {weights} as safetensors ({' '.join(str(err).split())[:120]})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:200]
+        raise CureZooError(f"the weights in {weights} do not fit the model ({first})") from None
+    return sha256_file(path)
+
+
+def load_model(spec: str, pretrained: bool = True, weights: str | None = None, **kwargs: Any) -> LoadedModel:
+    """Build the model ``spec`` names, in eval mode, with its weights and their sha256.
+
+    ``spec`` may also be any timm model name, or a Python factory ``package.module:function`` (called with
+    ``kwargs``) for models outside the zoo; ``weights`` (a ``.safetensors`` file) then supplies the weights
+    (with it, a timm model is built without its own pretrained weights)."""
     path = Path(spec)
+    if weights is not None and (spec.startswith("hf-hub:") or path.suffix == ".safetensors" or path.is_dir()):
+        raise CureZooError(f"--weights goes with a timm model name or a factory, not with {spec} (it has its own)")
+    if _FACTORY.match(spec):
+        model = _factory_model(spec, **kwargs).eval()
+        sha = _load_weights_file(model, weights) if weights else None
+        return LoadedModel(model, spec, spec, weights, sha, None)
+    if weights is not None and _is_registered(spec):
+        model = timm.create_model(spec, pretrained=False, **kwargs).eval()
+        return LoadedModel(model, spec, spec, weights, _load_weights_file(model, weights), find_entry(spec))
     if spec.startswith("hf-hub:"):
         model = _create_from_hub(spec, pretrained, **kwargs)
         name = model.pretrained_cfg.get("architecture", spec)
