@@ -26,6 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=500, help="images per resumable chunk (default 500)")
     p.add_argument("--state-dir", default=None, help="where finished chunks are kept until the run completes")
     p.add_argument("--json", metavar="OUT", default=None, help="write the verdicts and the measurement to OUT")
+    p.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="let CUDA convolutions and matmuls use TF32 (default: off, full float32, as the claims' per-image "
+        "comparison assumes)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         chunk_size=args.chunk_size,
         state_root=args.state_dir,
+        allow_tf32=args.allow_tf32,
         progress=not args.no_progress,
         log=lambda m: print(m, file=sys.stderr),
     )
@@ -75,8 +82,12 @@ def _check_state_dir(folder: str) -> None:
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        try:  # one byte: a full disk refuses it, where an empty file would still be created
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as err:
         raise CureZooError(
             f"--state-dir {folder} cannot hold verify's chunks ({err.strerror}); pass a writable folder"
