@@ -41,6 +41,10 @@ def test_eval_prints_a_table_and_writes_the_json(run_dir, tmp_path, capsys):
     assert data["protocol"]["batch_size"] == 5 and data["protocol"]["attacks"]["pgd20"]["eps"] == 1 / 255
     assert result.results["nat"]["n"] == 8 and set(result.masks) == {"nat", "pgd20", "worst"}
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # atomic write: no temporary left behind
+    # TF32 off unless --allow-tf32 (it changes CUDA convolutions' bits), and the settings are recorded
+    numerics = data["protocol"]["numerics"]
+    assert numerics["cudnn_allow_tf32"] is False and numerics["matmul_allow_tf32"] is False
+    assert numerics["float32_matmul_precision"] == "highest" and "cudnn_benchmark" in numerics
 
 
 @register_model

@@ -167,3 +167,18 @@ def test_concat_of_chunks_equals_one_run(cifar10_test):
             k: v for k, v in whole.results[name].items() if k != "time_s"
         }
     assert merged.protocol["chunks"] == [4, 6]
+
+
+def test_tf32_choice_is_applied_recorded_and_given_back(cifar10_test):
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    precision = torch.get_float32_matmul_precision()
+    images = cifar10_test.take(4)
+    on = evaluate(tiny_model(), images, "nat", batch_size=4, allow_tf32=True, **QUIET).protocol["numerics"]
+    off = evaluate(tiny_model(), images, "nat", batch_size=4, allow_tf32=False, **QUIET).protocol["numerics"]
+    kept = evaluate(tiny_model(), images, "nat", batch_size=4, **QUIET).protocol["numerics"]
+    assert on["cudnn_allow_tf32"] and on["matmul_allow_tf32"] and on["float32_matmul_precision"] == "high"
+    assert not off["cudnn_allow_tf32"] and not off["matmul_allow_tf32"]
+    assert off["float32_matmul_precision"] == "highest"
+    assert (kept["cudnn_allow_tf32"], kept["matmul_allow_tf32"]) == before  # None: the process's own settings
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+    assert torch.get_float32_matmul_precision() == precision

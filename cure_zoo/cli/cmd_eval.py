@@ -14,13 +14,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="measure natural and robust accuracy (PGD, CW-inf, AutoAttack)",
-        description="Evaluate a model under L-inf (or, with --norm L2, L2) attacks on a test split: nat (clean), pgd20, pgd100, cw20 "
-        "(CW-inf margin PGD, confidence 50), aa (AutoAttack standard), sweep (PGD-20 at 0.25/255..8/255); "
-        "NAME@EPS runs an attack at another eps. Prints accuracies with 95%% Wilson intervals, the per-sample "
-        "worst case and NRR, and writes everything (with per-sample masks) to --json.",
+        description="Evaluate a model under L-inf (or, with --norm L2, L2) attacks on a test split: nat (clean), "
+        "pgd20, pgd100, cw20 (CW-inf margin PGD, confidence 50), aa (AutoAttack standard), sweep (PGD-20 at "
+        "0.25/255..8/255); NAME@EPS runs an attack at another eps. Prints accuracies with 95%% Wilson "
+        "intervals, the per-sample worst case and NRR, and writes everything (with per-sample masks) to --json.",
         epilog="Example: cure-zoo eval st_resnet18_cifar10.autoattack --attacks nat,pgd20 --n-examples 200",
     )
-    p.add_argument("model", metavar="MODEL", help="registered name, hf-hub:ORG/NAME, run directory or .safetensors")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="registered name, hf-hub:ORG/NAME, run directory, .safetensors, any timm model name, or a Python "
+        "factory package.module:function (with --weights)",
+    )
+    p.add_argument(
+        "--weights", metavar="FILE", default=None, help="a .safetensors state dict for a timm name or a factory"
+    )
     p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
     p.add_argument("--attacks", default="nat,pgd20,cw20,aa", help="comma-separated (default: nat,pgd20,cw20,aa)")
     p.add_argument("--n-examples", type=int, default=None, help="first N test images in official order (default: all)")
@@ -43,6 +51,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-download", action="store_true", help="never download the dataset")
     p.add_argument("--json", metavar="OUT", default=None, help="write the full result (protocol, masks) to OUT")
+    p.add_argument(
+        "--robustbench-json",
+        metavar="OUT",
+        default=None,
+        help="also write a RobustBench leaderboard entry (model_info format) to OUT; needs nat and aa on the full "
+        "test split (see docs/robustbench.md)",
+    )
+    p.add_argument(
+        "--robustbench-nonstandard",
+        action="store_true",
+        help="write the RobustBench entry even when the evaluation is not RobustBench's (its footnote says how)",
+    )
+    p.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="let CUDA convolutions and matmuls use TF32 (default: off, full float32; recorded in the protocol)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -59,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
 
     norm = parse_norm(args.norm)
     eps = default_eps(norm) if args.eps is None else parse_eps(args.eps, norm)
-    parse_attacks(args.attacks, eps, norm)  # bad names/eps fail before anything is loaded
+    specs = parse_attacks(args.attacks, eps, norm)  # bad names/eps fail before anything is loaded
+    if args.robustbench_json:  # what can be known before hours of AutoAttack
+        names = {s.name for s in specs}
+        if not {"nat", "aa"} <= names:
+            raise CureZooError("--robustbench-json needs --attacks with nat and aa (AutoAttack standard)")
+        if args.n_examples is not None and not args.robustbench_nonstandard:
+            raise CureZooError(
+                "--robustbench-json needs the full test split (no --n-examples), or --robustbench-nonstandard"
+            )
     if args.json:  # a path the writer refuses, or the weights themselves, fail before any attack runs
         from cure_zoo.io import check_output_path
         from cure_zoo.rundir import model_files
@@ -67,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.json, inputs=model_files(args.model))
     from cure_zoo.models.loader import load_model
 
-    model = load_model(args.model)  # a bad model fails before the dataset is looked for (and announced)
+    # a bad model fails before the dataset is looked for (and announced)
+    model = load_model(args.model, weights=args.weights)
 
     import torch.distributed as dist
 
@@ -90,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             eps=eps,
             norm=norm,
             memory_format=args.memory_format,
+            allow_tf32=args.allow_tf32,
             data_dir=args.data_dir,
             download=False if args.no_download else "auto",
             progress=not args.no_progress,
@@ -102,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     m, d, p = result.model, result.dataset, result.protocol
     print(
-        f"{m['name']} on {d['n_examples']} {d['name']} {d['split']} images, {norm} eps {eps_label(eps, norm)}, seed {p['seed']}, "
-        f"{p['device']} x{p['world_size']}, {result.time_s:.1f} s"
+        f"{m['name']} on {d['n_examples']} {d['name']} {d['split']} images, {norm} eps {eps_label(eps, norm)}, "
+        f"seed {p['seed']}, {p['device']} x{p['world_size']}, {result.time_s:.1f} s"
     )
     print(result.format_table())
     for flag in result.flags:
@@ -111,4 +146,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         path = result.save(args.json)
         print(f"wrote {path}")
+    if args.robustbench_json:  # after --json: a refusal here loses no measurement
+        from cure_zoo.evaluation.robustbench import robustbench_entry, run_zoo_config
+        from cure_zoo.io import write_json_atomic
+
+        entry = robustbench_entry(
+            result, allow_nonstandard=args.robustbench_nonstandard, zoo_config=run_zoo_config(args.model)
+        )
+        print(f"wrote {write_json_atomic(args.robustbench_json, entry)} (RobustBench model_info)")
     return 0

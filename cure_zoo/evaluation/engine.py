@@ -45,6 +45,37 @@ DEFAULT_BATCH_SIZE = 128
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
+def numerics_settings() -> dict[str, Any]:
+    """The process's float32 numerics that change a GPU result's bits: cuDNN autotuning and determinism,
+    TF32 in cuDNN convolutions (on by default in torch) and in matmuls, and ``float32_matmul_precision``."""
+    return {
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+@contextlib.contextmanager
+def tf32_allowed(allow: bool | None) -> Iterator[None]:
+    """``allow``: switch TF32 on (True) or off (False) in cuDNN convolutions and matmuls for the block, then
+    restore the previous settings; None leaves them as the process has them. TF32 rounds convolution inputs
+    to 10 mantissa bits, so per-image outcomes near a decision boundary differ from full float32."""
+    if allow is None:
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.set_float32_matmul_precision("high" if allow else "highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        torch.set_float32_matmul_precision(precision)
+
+
 def library_versions() -> dict[str, str]:
     import numpy
     import timm
@@ -221,6 +252,7 @@ def evaluate(
     data_dir: str | os.PathLike | None = None,
     download: bool | str = "auto",
     memory_format: str = "auto",
+    allow_tf32: bool | None = None,
     progress: bool = True,
     notify: Callable[[str], None] | None = None,
 ) -> EvalResult:
@@ -237,6 +269,9 @@ def evaluate(
     ``"L2"``). ``aa_batch_size`` defaults to ``batch_size``.
     ``memory_format``: ``auto`` (channels_last on the CPU, NCHW on CUDA), ``channels_last`` or ``contiguous``;
     the attacks run with the model's weights and the images in it (a speed choice, recorded in the protocol).
+    ``allow_tf32``: TF32 on or off for the evaluation (:func:`tf32_allowed`; ``cure-zoo eval``/``verify``
+    pass False unless ``--allow-tf32``); None keeps the process's settings. The settings in effect are
+    recorded in the protocol (``numerics``).
     """
     start_time = time.perf_counter()
     norm = parse_norm(norm)
@@ -261,7 +296,8 @@ def evaluate(
     stage_seconds: dict[str, dict[str, float]] = {}  # AutoAttack attack -> wall time of each sub-attack
     flags: list[str] = []
     nonfinite_counts: dict[str, int] = {}  # attack -> images with NaN/inf logits (counted as not robust)
-    with attack_mode(net), in_memory_format(net, layout):
+    with attack_mode(net), in_memory_format(net, layout), tf32_allowed(allow_tf32):
+        numerics = numerics_settings()
         check_logits(net, images.images[:batch_size].to(dev), num_classes)  # same images on every rank
         for spec in specs:
             t0 = time.perf_counter()
@@ -330,6 +366,7 @@ def evaluate(
         "shards": "contiguous slices, one per rank" if world_size > 1 else None,
         "dtype": str(param.dtype).replace("torch.", "") if param is not None else "float32",
         "memory_format": str(layout).replace("torch.", ""),
+        "numerics": numerics,
         "versions": library_versions(),
     }
     dataset_info = {

@@ -184,6 +184,7 @@ def measure(
     device: str,
     chunk_size: int = DEFAULT_CHUNK,
     state_root: Path | None = None,
+    allow_tf32: bool | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Any:
@@ -207,6 +208,7 @@ def measure(
         "source": images.source,
         "indices": indices_to_ranges(images.indices.tolist()),
         "chunk_size": chunk_size,
+        "allow_tf32": allow_tf32,
     }
     state = _state_dir(state_root, key)
     parts = []
@@ -233,6 +235,7 @@ def measure(
             device=dev,
             seed=seed,
             eps=eps,
+            allow_tf32=allow_tf32,
             progress=progress,
         )
         if n > chunk_size:
@@ -358,6 +361,7 @@ def verify(
     data_dir: str | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     state_root: Path | None = None,
+    allow_tf32: bool | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> VerifyReport:
@@ -415,6 +419,7 @@ def verify(
         device=device,
         chunk_size=chunk_size,
         state_root=state_root,
+        allow_tf32=allow_tf32,
         progress=progress,
         log=log,
     )
