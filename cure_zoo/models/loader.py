@@ -126,6 +126,8 @@ def load_model(spec: str, pretrained: bool = True, weights: str | None = None, *
     elif _is_registered(spec):
         model = timm.create_model(spec, pretrained=pretrained, **kwargs)
         name, entry = spec, find_entry(spec)
+    elif "/" in spec or spec.startswith("."):  # meant as a path: say that, not "unknown model"
+        return _load_local(path, **kwargs)
     else:
         raise unknown_model_error(spec)
     file = model.pretrained_cfg.get("file") if pretrained else None
