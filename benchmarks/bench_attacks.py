@@ -85,6 +85,11 @@ def make_variants(model, x, y, idx, device):
     variants = {"cure_zoo": ours(layout), "torchattacks": ta(torch.contiguous_format)}
     if layout != torch.contiguous_format:  # the same two in the other layout, to show where the gain comes from
         variants |= {"cure_zoo_nchw": ours(torch.contiguous_format), "torchattacks_channels_last": ta(layout)}
+    else:  # CUDA: evaluate's default is NCHW; channels_last measured beside it
+        variants |= {
+            "cure_zoo_channels_last": ours(torch.channels_last),
+            "torchattacks_channels_last": ta(torch.channels_last),
+        }
     return variants
 
 
@@ -176,6 +181,7 @@ def main() -> None:
             "cure_zoo": "evaluate()'s path: attack_batch with the model in eval mode, parameters frozen, weights and "
             "images in evaluate's default layout for this device",
             "cure_zoo_nchw": "the same in NCHW (contiguous)",
+            "cure_zoo_channels_last": "the same in channels_last",
             "torchattacks": "torchattacks.PGD(model, eps, alpha=0.003, steps=20, random_start=True) on the model as "
             "given (NCHW, parameters requiring grad), then one forward to classify",
             "torchattacks_channels_last": "the same with the model and images in channels_last",
