@@ -247,8 +247,36 @@ def card_stage(args: argparse.Namespace) -> None:
             [sys.executable, "-m", "cure_zoo.cli.main", "card", str(dest)], cwd=ROOT, env=child_env(), text=True
         )
         log({"run": r.key, "event": "card", "images": start, "returncode": card.returncode})
-        if card.returncode == 0 and args.commit:
-            commit([dest, LOG], f"cifar10_5k: {r.zoo_name} card and eval.json ({start} test images)")
+        if card.returncode != 0:
+            continue
+        published = pin(r, dest)
+        if args.commit:
+            commit([dest, LOG, published], f"cifar10_5k: {r.zoo_name} card, eval.json and pin ({start} test images)")
+
+
+PINNED = ("nat", "pgd20", "pgd100", "cw20", "aa", "nrr_cw", "nrr_aa")
+
+
+def pin(r: Run, dest: Path) -> Path:
+    """published.json (beside the bundled folder): the shipped weights' sha256 and the card's headline claims
+    (what cure-zoo list shows)."""
+    claims = json.loads((dest / "config.json").read_text())["cure_zoo"]["claims"]
+    results = claims["results"]
+    headline = {
+        k: round(results[k]["accuracy"] if isinstance(results[k], dict) else results[k], 2)
+        for k in PINNED
+        if k in results
+    }
+    path = dest.parent.parent / "published.json"
+    published = json.loads(path.read_text()) if path.is_file() else {}
+    published[r.zoo_name] = {
+        "source": "package",
+        "sha256": claims["weights_sha256"],
+        "claims": headline,
+        "n_examples": claims["dataset"]["n_examples"],
+    }
+    path.write_text(json.dumps(dict(sorted(published.items())), indent=2) + "\n")
+    return path
 
 
 LABELS = {
