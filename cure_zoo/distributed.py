@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .errors import CureZooError
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -179,3 +182,31 @@ def _torchrun_attempt_store(world_size: int, deadline: float) -> dist.Store | No
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank_zero_first(fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0 while the other processes wait, then on the others: for a download, rank 0 fetches
+    the files and the others find them in place (torchvision checks them and skips its download), so no two
+    processes write, or clean up after a failure, the same file. A failure on rank 0 is re-raised there and
+    raised on every other rank as :class:`RankZeroFailed` naming it, so all ranks take the same path. Outside a
+    process group it is just ``fn()``. (Several nodes without a shared filesystem: rank 0's node only.)"""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return fn()
+    outcome: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except BaseException as err:
+            outcome[0] = f"{type(err).__name__}: {str(err).partition(chr(10))[0][:200]}"
+            dist.broadcast_object_list(outcome, src=0)
+            raise
+        dist.broadcast_object_list(outcome, src=0)
+        return result
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise RankZeroFailed(f"rank 0 failed first ({outcome[0]}); its own message says what to do")
+    return fn()
+
+
+class RankZeroFailed(CureZooError, RuntimeError):
+    """What the other ranks raise when ``rank_zero_first``'s function failed on rank 0."""

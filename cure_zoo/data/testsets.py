@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..distributed import rank_zero_first
 from ..errors import DatasetError
 from .bundled import ImageSet, load_bundled
 from .catalog import get_dataset_info
@@ -84,22 +85,11 @@ def load_testset(
     reason = "no --data-dir given"
     if root is not None:
         root = Path(root).expanduser()
-        try:
-            return _select(_to_imageset(_torchvision_testset(dataset, root, download=False), dataset, root), n)
-        except RuntimeError:
-            reason = f"no {info.torchvision_class} test split in {root}"
-        want_download = (not _offline()) if download == "auto" else bool(download)
-        if want_download:
-            try:
-                ds = _download(dataset, root)
-                return _select(_to_imageset(ds, dataset, root), n)
-            # URLError and timeouts are OSErrors, a reply that is not HTTP an HTTPException; torchvision raises
-            # RuntimeError for a download that fails its md5
-            except (OSError, RuntimeError, http.client.HTTPException) as err:
-                first_line = str(err).partition("\n")[0][:120]  # "" for an exception without a message
-                reason += f" and the download failed ({type(err).__name__}: {first_line})"
-        else:
-            reason += " and downloading is off" + (" (offline)" if download == "auto" else "")
+        # under torchrun rank 0 looks (and downloads) first, the others then find its files: one writer
+        found = rank_zero_first(lambda: _torchvision_or_reason(dataset, root, download))
+        if isinstance(found, ImageSet):
+            return _select(found, n)
+        reason = found
     if "test" not in info.bundled:
         raise DatasetError(
             f"{reason}, and no {dataset} images ship with the package; download the {info.torchvision_class} "
@@ -115,6 +105,25 @@ def load_testset(
             f"torchvision dataset for the full test split."
         )
     return images
+
+
+def _torchvision_or_reason(dataset: str, root: Path, download: bool | str) -> ImageSet | str:
+    """The torchvision test split under ``root`` (downloaded there if allowed), or why there is none."""
+    info = get_dataset_info(dataset)
+    try:
+        return _to_imageset(_torchvision_testset(dataset, root, download=False), dataset, root)
+    except RuntimeError:
+        reason = f"no {info.torchvision_class} test split in {root}"
+    want_download = (not _offline()) if download == "auto" else bool(download)
+    if not want_download:
+        return reason + " and downloading is off" + (" (offline)" if download == "auto" else "")
+    try:
+        return _to_imageset(_download(dataset, root), dataset, root)
+    # URLError and timeouts are OSErrors, a reply that is not HTTP an HTTPException; torchvision raises
+    # RuntimeError for a download that fails its md5
+    except (OSError, RuntimeError, http.client.HTTPException) as err:
+        first_line = str(err).partition("\n")[0][:120]  # "" for an exception without a message
+        return reason + f" and the download failed ({type(err).__name__}: {first_line})"
 
 
 def _download(dataset: str, root: Path):

@@ -142,11 +142,20 @@ class BatchPlan:
         if steps < 1:
             raise DatasetError(f"{n} training images make no batch of {batch_size}; lower optim.batch_size")
         self.steps_per_epoch = steps
+        self._order: tuple[tuple[int, str], torch.Tensor] | None = None
 
-    def global_batch(self, epoch: int, step: int) -> torch.Tensor:
+    def epoch_order(self, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The seeded shuffle of ``epoch`` (0-based), drawn on the CPU and kept on ``device`` for the epoch (one
+        copy per epoch, not one ``randperm`` and pageable copy per step)."""
+        key = (epoch, str(device))
+        if self._order is None or self._order[0] != key:
+            order = torch.randperm(self.n, generator=generator("cpu", self.seed, "shuffle", epoch))
+            self._order = (key, order.to(device))
+        return self._order[1]
+
+    def global_batch(self, epoch: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Positions (into the training set) of the global batch of ``step`` in ``epoch`` (both 0-based)."""
-        order = torch.randperm(self.n, generator=generator("cpu", self.seed, "shuffle", epoch))
-        return order[step * self.batch_size : (step + 1) * self.batch_size]
+        return self.epoch_order(epoch, device)[step * self.batch_size : (step + 1) * self.batch_size]
 
     def local_slice(self, n_global: int) -> slice:
         """This process's contiguous part of a global batch of ``n_global`` images."""

@@ -16,7 +16,12 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from ..distributed import DistInfo, init_distributed, shutdown_distributed  # noqa: F401  (the trainer's API)
+from ..distributed import (  # noqa: F401  (the trainer's API)
+    DistInfo,
+    init_distributed,
+    rank_zero_first,
+    shutdown_distributed,
+)
 
 _BUCKET_BYTES = 64 << 20
 

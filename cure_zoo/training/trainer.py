@@ -147,7 +147,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=[m - 1 for m in o.milestones], gamma=o.gamma
         )
-        self.train_set = load_train_set(r.data).to(self.device)
+        # rank 0 reads (and downloads) first, the others then find its files: one writer per file
+        self.train_set = du.rank_zero_first(lambda: load_train_set(r.data)).to(self.device)
+        self._stop_flags = (torch.zeros((), device=self.device), torch.ones((), device=self.device))
         self.plan = BatchPlan(
             len(self.train_set), o.batch_size, r.data.drop_last, r.run.seed, self.info.world_size, self.info.rank
         )
@@ -195,8 +197,17 @@ class Trainer:
         return block
 
     def maybe_resume(self) -> bool:
-        if not self.ckpt_path.is_file():
+        # rank 0 decides; a process that cannot see rank 0's checkpoint (no shared filesystem) would start
+        # elsewhere and the collectives would hang, so every process stops with the same error instead
+        present = du.all_gather_object(self.ckpt_path.is_file())
+        if not present[0]:
             return False
+        if not all(present):
+            missing = [rank for rank, here in enumerate(present) if not here]
+            raise CureZooError(
+                f"rank 0 resumes from {self.ckpt_path}, but rank(s) {missing} cannot see it; put --output on a "
+                f"filesystem all processes share, or copy the checkpoint there"
+            )
         ckpt = load_checkpoint(self.ckpt_path)
         changes = recipe_changes(ckpt["recipe"], self.recipe.to_dict())
         if changes:
@@ -257,7 +268,7 @@ class Trainer:
 
     def make_batch(self, epoch_idx: int, step: int) -> Batch:
         seed = self.recipe.run.seed
-        idx = self.plan.global_batch(epoch_idx, step).to(self.device)
+        idx = self.plan.global_batch(epoch_idx, step, self.device)
         x = self.train_set.images[idx].float().div_(255)
         if self.recipe.data.augment:
             x = crop_flip(x, generator(self.device, seed, "augment", epoch_idx, step))
@@ -280,7 +291,7 @@ class Trainer:
         # one small all-reduce per step: the global-batch means of the losses, and whether to stop
         vec = torch.stack(
             [stats[k].float() * batch.share for k in names]
-            + [torch.tensor(float(self._stop_requested), device=self.device)]
+            + [self._stop_flags[self._stop_requested]]  # preallocated: no host-to-device copy per step
         )
         du.all_reduce_sum_([vec])
         values = vec.tolist()
