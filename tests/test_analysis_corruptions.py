@@ -92,8 +92,7 @@ def test_evaluation_per_corruption_group_and_severity(archive, tmp_path):
     with torch.no_grad():
         expected = 100 * (model(images.images).argmax(1) == images.labels).float().mean().item()
     assert result.accuracy["zoom_blur"][4] == pytest.approx(expected)
-    # heavier noise hurts this weak model at least as much as light noise
-    assert result.accuracy["gaussian_noise"][5] <= result.accuracy["gaussian_noise"][1] + 1e-9
+    assert result.correct["zoom_blur"][4] == round(expected * N / 100)
     obj = json.loads(result.save(tmp_path / "c.json").read_text())
     sev3, mean = obj["severity_3"], obj["mean_over_severities"]
     assert set(sev3["per_group"]) == {"blur", "digital", "noise", "weather"}

@@ -66,6 +66,10 @@ def test_factory_and_weights_mistakes_are_one_clear_error(factory_module, tmp_pa
         load_model("no_such_module:f")
     with pytest.raises(CureZooError, match="has no function 'nope'"):
         load_model("my_models:nope")
+    with pytest.raises(CureZooError, match="'os:getcwd' returned a str, not a torch nn.Module"):
+        load_model("os:getcwd")
+    with pytest.raises(CureZooError, match="raised TypeError"):
+        load_model("my_models:tiny", num_classes="ten")
     with pytest.raises(CureZooError, match="returned a int, not a torch nn.Module"):
         load_model("my_models:not_a_model")
     wrong = save_weights(timm.create_model("cifar_resnet18_w16").state_dict(), tmp_path / "wrong.safetensors")

@@ -73,7 +73,11 @@ def _factory_model(spec: str, **kwargs: Any) -> nn.Module:
     factory = getattr(module, function_name, None)
     if not callable(factory):
         raise CureZooError(f"{module_name} has no function {function_name!r} (model factory {spec!r})")
-    model = factory(**kwargs)
+    try:
+        model = factory(**kwargs)
+    except Exception as err:  # the user's code: its failure is theirs to fix, said in one line
+        reason = " ".join(str(err).split())[:160]
+        raise CureZooError(f"the model factory {spec!r} raised {type(err).__name__}: {reason}") from None
     if not isinstance(model, nn.Module):
         raise CureZooError(f"the model factory {spec!r} returned a {type(model).__name__}, not a torch nn.Module")
     return model
