@@ -45,6 +45,7 @@ def test_bisection_brackets_each_images_minimum(cifar10_test):
     assert s["n_correct"] == int(correct.sum()) and s["n_flipped"] + s["n_not_flipped"] == s["n_correct"]
 
 
+@pytest.mark.slow
 def test_fab_gives_a_second_opinion_of_the_same_order(cifar10_test):
     model, images = tiny_model(), cifar10_test.take(8)
     fab = minimum_perturbation(model, images, method="fab", iterations=20, eps_max="16/255")

@@ -89,6 +89,7 @@ def test_l2_evaluate_records_the_norm_and_cw_is_no_weaker_than_nothing(cifar10_t
     assert default.protocol["eps"] == 0.5
 
 
+@pytest.mark.slow
 def test_l2_autoattack_equals_pyautoattack_called_directly(cifar10_test):
     """AutoAttack norm='L2' through our wrapper and through pyautoattack's documented API: the same per-sample
     result and the same adversarial images, inside the L2 ball."""

@@ -22,6 +22,7 @@ def aa_result(cifar10_test):
     return evaluate(tiny_model(), cifar10_test.take(8), "nat,aa", batch_size=8, progress=False, notify=lambda m: None)
 
 
+@pytest.mark.slow
 def test_a_subset_evaluation_is_refused_or_footnoted(aa_result):
     with pytest.raises(CureZooError, match="not a RobustBench evaluation: evaluated on 8 cifar10 test images"):
         robustbench_entry(aa_result)
@@ -35,6 +36,7 @@ def test_a_subset_evaluation_is_refused_or_footnoted(aa_result):
     json.dumps(entry)
 
 
+@pytest.mark.slow
 def test_the_full_test_split_with_standard_autoattack_is_accepted(aa_result):
     full = dataclasses.replace(
         aa_result,
