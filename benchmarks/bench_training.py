@@ -92,7 +92,13 @@ def make_method(name: str, args: argparse.Namespace, device: torch.device):
     method = "cure" if name.startswith("cure") else name
     recipe = load_recipe(
         None,
-        {"method": method, "model.architecture": args.arch, "run.seed": 0, "model.channels_last": args.channels_last},
+        {
+            "method": method,
+            "model.architecture": args.arch,
+            "model.args": getattr(args, "model_args", {}),
+            "run.seed": 0,
+            "model.channels_last": args.channels_last,
+        },
     )
     model = build_model(recipe).to(device)
     if args.channels_last:

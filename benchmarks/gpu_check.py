@@ -1,0 +1,360 @@
+"""The device check: what a first CUDA run must settle, in one command (at most ~8 minutes on one H100/H200).
+
+    python benchmarks/gpu_check.py                 # on a GPU: results/gpu_check.json and .md
+    python benchmarks/gpu_check.py --tiny          # on the CPU, tiny models and few steps (< 2 min; CI runs it)
+
+Sections (each one runs even if an earlier one failed; a failure is recorded with its error):
+
+1. ``environment``: torch/CUDA/cuDNN versions, the device, and the numerics settings (cudnn.benchmark, TF32).
+2. ``sync_debug``: ``torch.cuda.set_sync_debug_mode("warn")`` over 5 trainer steps (CURE): the number of
+   host synchronisations warned about (the trainer's one loss read per step is expected).
+3. ``masks``: the RGP percentile, sort vs the previous kthvalue, bit-equal to NumPy
+   (``bench_rgp_percentile.run``).
+4. ``steps``: ST/TRADES/CURE step time and peak memory, ResNet-18 and WRN-34-10 at batch 128, fp32 and
+   bf16 + channels_last, with CURE/TRADES and the measured floor (``bench_training``'s pieces).
+5. ``smoke``: the smoke recipe on this device: run, SIGTERM mid-run (exit 143), resume (exit 0).
+6. ``eval``: the natural ResNet-18 (pyautoattack's) under nat + PGD-20 at two batch sizes and both layouts;
+   per-image masks compared with the first configuration.
+7. ``autoattack``: AutoAttack time per stage on a robust CIFAR-10-5k model from ``cure_zoo/models/bundled/``
+   if one is there (skipped with a note otherwise).
+8. ``compile``: graphs compiled over a CURE epoch with ``model.compile`` (inductor on CUDA; eager on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_rgp_percentile  # noqa: E402
+import bench_training  # noqa: E402
+
+import cure_zoo  # noqa: E402,F401
+from cure_zoo.evaluation import evaluate  # noqa: E402
+from cure_zoo.evaluation.engine import library_versions, numerics_settings  # noqa: E402
+from cure_zoo.io import write_json_atomic, write_text_atomic  # noqa: E402
+from cure_zoo.training import load_recipe, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+BUNDLED = REPO / "cure_zoo" / "models" / "bundled"
+ROBUST_5K = ("cure_resnet18_w16_cifar10_5k", "trades_resnet18_w16_cifar10_5k", "at_resnet18_w16_cifar10_5k")
+TINY_ARGS = {"widths": [4, 8, 8, 8]}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "numerics_default": numerics_settings(),
+        "versions": library_versions(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out |= {"memory_gib": round(props.total_memory / 2**30, 1), "sm_count": props.multi_processor_count}
+    return out
+
+
+def _train_values(tiny: bool, **extra: Any) -> dict[str, Any]:
+    values = {
+        "method": "cure",
+        "data.source": "bundled",
+        "data.train_examples": 40 if tiny else 640,
+        "optim.batch_size": 24 if tiny else 128,
+        "optim.epochs": 1,
+        "eval.examples": 8 if tiny else 128,
+        "eval.pgd_steps": 1 if tiny else 20,
+        "checkpoint.every_steps": 0,
+        "run.progress": False,
+        "run.tensorboard": False,
+    }
+    if tiny:
+        values |= {"model.args": TINY_ARGS, "attack.steps": 1}
+    return values | extra
+
+
+def sync_debug(device: torch.device, tiny: bool) -> dict[str, Any]:
+    """Host synchronisations warned about in 5 CURE trainer steps (CUDA only; on the CPU the steps just run)."""
+    values = _train_values(tiny, **{"data.train_examples": 5 * (8 if tiny else 128), "eval.every": 0})
+    values["optim.batch_size"] = 8 if tiny else 128
+    values["run.device"] = str(device)
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = train(load_recipe(None, values), d)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0][:160] for w in caught if "synchroniz" in str(w.message)]
+    by_message: dict[str, int] = {}
+    for m in syncs:
+        by_message[m] = by_message.get(m, 0) + 1
+    return {
+        "steps": result.global_step,
+        "sync_warnings": len(syncs),
+        "per_step": len(syncs) / max(result.global_step, 1),
+        "distinct": by_message,
+        "note": None if device.type == "cuda" else "sync debug mode is CUDA only: steps ran, nothing to count",
+    }
+
+
+def masks(device: torch.device, tiny: bool) -> dict[str, Any]:
+    if tiny:
+        return {"cifar_resnet18 (tiny)": bench_rgp_percentile.run("cifar_resnet18", device, 1, TINY_ARGS)}
+    return {a: bench_rgp_percentile.run(a, device, 5) for a in ("cifar_resnet18", "cifar_wrn34_10")}
+
+
+def steps(device: torch.device, tiny: bool) -> dict[str, Any]:
+    """ST/TRADES/CURE step time (median over interleaved rounds) and peak memory; CURE/TRADES and the floor."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the trainer sets it
+    configs = [("cifar_resnet18", "none", False), ("cifar_resnet18", "bf16", True)]
+    if not tiny:
+        configs += [("cifar_wrn34_10", "none", False), ("cifar_wrn34_10", "bf16", True)]
+    rounds = 1 if tiny else 4
+    out = {}
+    for arch, amp, channels_last in configs:
+        args = argparse.Namespace(
+            arch=arch, batch=8 if tiny else 128, amp=amp, channels_last=channels_last, compile=False,
+            model_args=TINY_ARGS if tiny else {},
+        )  # fmt: skip
+        names = ["st", "trades", "cure"]
+        setups = {n: bench_training.make_method(n, args, device) for n in names}
+        ctx = bench_training.StepContext(1, bench_training.autocast_factory(args, device), lambda tensors: None)
+        batch = bench_training.make_batch(args, device, 0)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        peak: dict[str, int] = {}
+        floor = []
+        for r in range(rounds + 1):  # round 0 warms up (and, with cudnn.benchmark, autotunes)
+            for n in names[r % 3 :] + names[: r % 3]:
+                method, optimizer = setups[n]
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                    base = torch.cuda.memory_allocated(device)
+                t0 = time.perf_counter()
+                bench_training.one_step(method, optimizer, batch, ctx, device)
+                if r > 0:
+                    times[n].append(time.perf_counter() - t0)
+                    if device.type == "cuda":
+                        peak[n] = max(peak.get(n, 0), torch.cuda.max_memory_allocated(device) - base)
+            if r > 0:
+                floor.append(bench_training.time_floor_extra(setups["trades"][0], batch, device))
+        ratio = [c / t for c, t in zip(times["cure"], times["trades"], strict=True)]
+        floor_ratio = [(t + f) / t for t, f in zip(times["trades"], floor, strict=True)]
+        key = f"{arch} batch {args.batch} {'bf16+channels_last' if amp == 'bf16' else 'fp32'}"
+        out[key] = {
+            "median_step_s": {n: round(statistics.median(t), 4) for n, t in times.items()},
+            "peak_memory_mib": {n: round(v / 2**20, 1) for n, v in peak.items()} or None,
+            "cure_over_trades": round(statistics.median(ratio), 3),
+            "floor_over_trades": round(statistics.median(floor_ratio), 3),
+            "rounds": rounds,
+        }
+        del setups
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+def smoke(device: torch.device, tiny: bool) -> dict[str, Any]:
+    """The smoke recipe on ``device``: SIGTERM once a mid-epoch checkpoint exists (exit 143), then resume (0)."""
+    sets = ["run.progress=false", f"run.device={device}", "checkpoint.every_steps=1"]
+    if tiny:
+        sets += ["data.train_examples=48", "optim.batch_size=16", "optim.epochs=1", "eval.examples=8"]
+        sets += ["model.args={widths: [4, 8, 8, 8]}", "attack.steps=1", "eval.pgd_steps=1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "smoke"
+        cmd = [
+            sys.executable,
+            str(REPO / "recipes" / "train.py"),
+            "--recipe",
+            "smoke_cure_cifar10",
+            "--output",
+            str(out),
+        ]
+        for s in sets:
+            cmd += ["--set", s]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while not (out / "checkpoint.pt").is_file() and proc.poll() is None and time.perf_counter() - t0 < 300:
+            time.sleep(0.2)
+        interrupted = proc.poll() is None
+        if interrupted:
+            proc.send_signal(signal.SIGTERM)
+        _, err1 = proc.communicate(timeout=300)
+        first = {"returncode": proc.returncode, "sigterm_sent": interrupted, "seconds": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        second = {"returncode": done.returncode, "seconds": round(time.perf_counter() - t0, 1)}
+        resumed = "resumed" in done.stderr
+        ok = (first["returncode"] == 143 or not interrupted) and done.returncode == 0
+        return {
+            "first_run": first,
+            "resume_run": second,
+            "resumed": resumed,
+            "model_written": (out / "model.safetensors").is_file(),
+            "ok": ok,
+            "stderr_tail": None if ok else (err1[-1500:] + "\n---\n" + done.stderr[-1500:]),
+        }
+
+
+def eval_layouts(device: torch.device, tiny: bool) -> dict[str, Any]:
+    """nat + PGD-20 of the natural ResNet-18 at two batch sizes x two layouts; per-image masks vs the first."""
+    import timm
+
+    model = timm.create_model("st_resnet18_cifar10.autoattack", pretrained=True).eval()
+    n = 16 if tiny else 2000
+    sizes = (8, 5) if tiny else (128, 1000)
+    runs = {}
+    first_masks = None
+    for bs in sizes:
+        for layout in ("contiguous", "channels_last"):
+            t0 = time.perf_counter()
+            r = evaluate(
+                model, "cifar10", "nat,pgd20", n_examples=n, batch_size=bs, device=device, memory_format=layout,
+                allow_tf32=False, progress=False, notify=lambda m: None,
+            )  # fmt: skip
+            masks = {k: v.tolist() for k, v in r.masks.items()}
+            first_masks = first_masks or masks
+            differ = {k: sum(a != b for a, b in zip(masks[k], first_masks[k], strict=True)) for k in masks}
+            runs[f"batch {bs}, {layout}"] = {
+                "seconds": round(time.perf_counter() - t0, 2),
+                "accuracy": {k: r.results[k]["accuracy"] for k in ("nat", "pgd20")},
+                "images_differing_from_first": differ,
+            }
+    return {"images": n, "dataset_source": r.dataset["source"], "runs": runs}
+
+
+def autoattack_5k(device: torch.device, tiny: bool) -> dict[str, Any]:
+    found = next((name for name in ROBUST_5K if (BUNDLED / name / "model.safetensors").is_file()), None)
+    if found is None:
+        return {"skipped": f"no robust CIFAR-10-5k model in {BUNDLED} yet ({', '.join(ROBUST_5K)})"}
+    n = 8 if tiny else 500
+    t0 = time.perf_counter()
+    r = evaluate(
+        str(BUNDLED / found), "cifar10", "nat,aa", n_examples=n, batch_size=n if tiny else 500, device=device,
+        allow_tf32=False, progress=False, notify=lambda m: None,
+    )  # fmt: skip
+    return {
+        "model": found,
+        "images": n,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "nat_accuracy": r.results["nat"]["accuracy"],
+        "aa_accuracy": r.results["aa"]["accuracy"],
+        "stages": r.results["aa"].get("stages"),
+    }
+
+
+def compile_graphs(device: torch.device, tiny: bool) -> dict[str, Any]:
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from cure_zoo.training import trainer
+    from cure_zoo.training.modeling import compile_model
+
+    backend = "inductor" if device.type == "cuda" else "eager"
+    values = _train_values(tiny, **{"model.compile": True, "run.device": str(device), "eval.batch_size": 4})
+    values["data.train_examples"] = 40 if tiny else 320  # 128, 128, 64: a partial last batch
+    values["eval.examples"] = 6
+    original = trainer.compile_model
+    trainer.compile_model = functools.partial(compile_model, backend=backend)
+    torch._dynamo.reset()
+    counters.clear()
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            result = train(load_recipe(None, values), d)
+    finally:
+        trainer.compile_model = original
+    return {
+        "backend": backend,
+        "steps": result.global_step,
+        "unique_graphs": counters["stats"]["unique_graphs"],
+        "frames": dict(counters["frames"]),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+SECTIONS = {
+    "environment": lambda d, t: environment(d),
+    "sync_debug": sync_debug,
+    "masks": masks,
+    "steps": steps,
+    "smoke": smoke,
+    "eval": eval_layouts,
+    "autoattack": autoattack_5k,
+    "compile": compile_graphs,
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Device check ({'tiny, ' if report['tiny'] else ''}{report['device']})", ""]
+    for name, section in report["sections"].items():
+        lines += [f"## {name} ({section.get('seconds_section', '?')} s)", "", "```json"]
+        lines += [json.dumps({k: v for k, v in section.items() if k != "seconds_section"}, indent=1)[:6000]]
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny models and few steps (the CPU check CI runs)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    ap.add_argument("--out", default=None, help="JSON path (default results/gpu_check[_tiny].json)")
+    args = ap.parse_args(argv)
+    from cure_zoo.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    report: dict[str, Any] = {"tiny": args.tiny, "device": str(device), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    report["sections"] = {}
+    start = time.perf_counter()
+    for name in args.sections.split(","):
+        t0 = time.perf_counter()
+        try:
+            section = SECTIONS[name](device, args.tiny)
+        except Exception as err:  # recorded, and the next section still runs
+            section = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:]}
+        section["seconds_section"] = round(time.perf_counter() - t0, 1)
+        report["sections"][name] = section
+        print(f"{name}: {section['seconds_section']} s{' (error)' if 'error' in section else ''}", flush=True)
+    report["seconds_total"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out) if args.out else RESULTS / ("gpu_check_tiny.json" if args.tiny else "gpu_check.json")
+    write_json_atomic(out, report)
+    write_text_atomic(out.with_suffix(".md"), markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')} ({report['seconds_total']} s)")
+    return 1 if any("error" in s for s in report["sections"].values()) else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
