@@ -171,7 +171,7 @@ def _build_card(
 
 
 def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[str], hub_repo: str | None) -> CardData:
-    from ..models.zoo import find_entry
+    from ..models.zoo import SMALL_SCALE_NOTE, find_entry
 
     zoo = config[CONFIG_BLOCK]
     architecture = config["architecture"]
@@ -195,6 +195,7 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
         )
     recipe = zoo.get("recipe")
     name = zoo.get("model_name") or zoo.get("recipe_name") or (recipe or {}).get("name") or architecture
+    small_scale = entry is not None and bool(entry.train_subset)
     return CardData(
         model_name=name,
         method=method,
@@ -221,6 +222,7 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
         code_revision=zoo.get("code_revision"),
         versions=zoo.get("versions") or {},
         notes=notes,
+        scale_note=SMALL_SCALE_NOTE if small_scale else "",
     )
 
 
@@ -236,6 +238,8 @@ def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) 
         figures["training_curves"] = f"{FIGURES_DIR}/training_curves.png"
     results = card.claims["results"]
     short, _ = _arch_short(card.architecture)
+    if card.scale_note:  # the paper's baselines are full-size models: no picture that puts this one among them
+        return figures
     for metric in TRADEOFF_METRICS:
         if metric not in results or "nat" not in results:
             continue

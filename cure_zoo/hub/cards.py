@@ -73,6 +73,7 @@ class CardData:
     published_revision: str | None = None  # registry cards of published weights: the pinned Hub commit
     published_claims: dict[str, float] = field(default_factory=dict)  # ... and their headline numbers
     notes: list[str] = field(default_factory=list)  # extra limitations specific to this model
+    scale_note: str = ""  # small-scale models: shown as a banner under the title, and among the limitations
 
     @property
     def measured(self) -> bool:
@@ -249,6 +250,8 @@ def _title(card: CardData) -> str:
         f"*{PAPER_TITLE}* ({PAPER_VENUE}, [arXiv:{ARXIV_ID}]({ARXIV_URL})).",
         "",
     ]
+    if card.scale_note:
+        lines += [f"> **Small-scale model: {card.scale_note}.**", ""]
     if card.params:
         from ..data.catalog import get_dataset_info
 
@@ -549,6 +552,11 @@ def _limitations(card: CardData) -> str:
         "- The paper's numbers and this zoo's settings differ where the paper and the authors' code disagree "
         "(the `paper` and `official` CURE presets; see the cure-zoo README).",
     ]
+    if card.scale_note:
+        lines.append(
+            f"- Small scale: {card.scale_note}. Its numbers show what the method does at this scale and budget, "
+            "not what it reaches on the full training set at full width."
+        )
     lines += [f"- {note}" for note in card.notes]
     return "\n".join(lines)
 
