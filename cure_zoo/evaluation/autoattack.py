@@ -91,7 +91,8 @@ def run_autoattack(
     on_progress: Callable[[str, int, int], None] | None = None,
     norm: str = "Linf",
 ) -> AutoAttackOutcome:
-    """Standard AutoAttack (``norm`` ``"Linf"`` or ``"L2"``) of ``model`` (eval mode, logits, [0, 1] inputs) on ``x``, ``y`` (any device).
+    """Standard AutoAttack (``norm`` ``"Linf"`` or ``"L2"``) of ``model`` (eval mode, logits, [0, 1] inputs)
+    on ``x``, ``y`` (any device).
 
     ``on_progress(sub_attack, batch, n_batches)`` is called after each batch of each sub-attack."""
     from pyautoattack import AutoAttack
