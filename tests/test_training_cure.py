@@ -167,7 +167,9 @@ def test_written_gradient_is_masked_gradient_of_total_loss(real_batch):
     assert stats["l_cr"] > 1e-4
     ref = _reference_cure_gradient(method, model_before, rev_before, x, y, x_adv, recipe.cure)
     for name, p in model.named_parameters():
-        close = torch.isclose(p.grad, ref[name], rtol=1e-4, atol=1e-7)
+        # float32: the stem's gradient sums over every pixel, and a different summation order (one intra-op
+        # thread vs two) moves a few of its entries by up to ~5e-4 relative
+        close = torch.isclose(p.grad, ref[name], rtol=1e-3, atol=1e-7)
         # a score within rounding of the threshold may fall on the other side: at most one entry per tensor
         assert int((~close).sum()) <= 1, name
     assert float(stats["masked_frac"]) == pytest.approx(0.30, abs=0.01)

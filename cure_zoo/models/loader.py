@@ -135,7 +135,11 @@ def load_model(spec: str, pretrained: bool = True, weights: str | None = None, *
     else:
         raise unknown_model_error(spec)
     file = model.pretrained_cfg.get("file") if pretrained else None
-    return LoadedModel(model.eval(), spec, name, file, _sha(file), entry)
+    zoo_config: dict[str, Any] = {}
+    if pretrained and entry is not None and entry.weights_source == "package":
+        # a model shipped in the package is a run directory: its config.json carries the card's claims
+        zoo_config = read_run_config(entry.bundled_dir).get(CONFIG_BLOCK) or {}
+    return LoadedModel(model.eval(), spec, name, file, _sha(file), entry, zoo_config)
 
 
 def _create_from_hub(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
