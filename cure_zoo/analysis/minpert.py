@@ -61,13 +61,15 @@ class MinPertResult:
             "n_flipped": len(flipped),
             "n_not_flipped": n_censored,
         }
-        if len(flipped):
+        if out["n_correct"]:
             # quantiles over the correctly classified images, censored ones counted as +inf (so a median above
             # eps_max is reported as null rather than hidden)
-            values = torch.cat([flipped, torch.full((n_censored,), math.inf, dtype=torch.float64)]).sort().values
+            censored = torch.full((n_censored,), math.inf, dtype=torch.float64)
+            values = torch.cat([flipped.to(torch.float64), censored]).sort().values
             for q in (0.1, 0.25, 0.5, 0.75, 0.9):
                 v = float(values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))])
                 out[f"q{int(q * 100)}"] = v if math.isfinite(v) else None
+        if len(flipped):
             out["mean_flipped"] = float(flipped.mean())
         return out
 
