@@ -74,21 +74,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_state_dir(folder: str) -> None:
+    """Refuse a --state-dir that cannot hold chunks, without writing anything (it is checked before any work,
+    and a refused command leaves the filesystem as it was): its nearest existing folder must be a writable
+    folder on a writable filesystem with space left."""
     import os
-    import tempfile
 
     from cure_zoo.errors import CureZooError
 
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
-        try:  # one byte: a full disk refuses it, where an empty file would still be created
-            os.write(fd, b"\0")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as err:
-        raise CureZooError(
-            f"--state-dir {folder} cannot hold verify's chunks ({err.strerror}); pass a writable folder"
-        ) from None
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    problem = None
+    if not os.path.isdir(existing):
+        problem = f"{existing} is not a folder"
+    else:
+        fs = os.statvfs(existing)
+        if fs.f_flag & os.ST_RDONLY:
+            problem = "Read-only file system"
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problem = "Permission denied"
+        elif fs.f_bavail * fs.f_frsize < 1 << 20:
+            problem = "No space left on device"
+    if problem:
+        raise CureZooError(f"--state-dir {folder} cannot hold verify's chunks ({problem}); pass a writable folder")

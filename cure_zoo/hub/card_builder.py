@@ -78,9 +78,12 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise CureZooError(f"{path} does not exist ({what})")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CureZooError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise CureZooError(f"{path} holds a JSON {type(data).__name__}, not an object ({what})")
+    return data
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
