@@ -45,9 +45,16 @@ def test_every_recipe_resolves_with_the_common_settings(name):
     if name.startswith("smoke"):
         return
     o = r.optim
-    assert (o.lr, o.momentum, o.epochs, o.milestones, o.gamma, o.batch_size) == (0.1, 0.9, 200, [100, 150], 0.1, 128)
+    small = name.endswith("_cifar10_5k")  # the CIFAR-10-5k track: 8 epochs, the same fractions of the schedule
+    schedule = (8, [5, 7]) if small else (200, [100, 150])
+    assert (o.lr, o.momentum, o.epochs, o.milestones, o.gamma, o.batch_size) == (0.1, 0.9, *schedule, 0.1, 128)
     assert r.data.augment and r.attack.steps == 10
-    assert r.model_name is None or r.model_name.split("_", 1)[1] == name.split("_", 1)[1].removeprefix("eff_")
+    if small:
+        assert r.data.source == "bundled" and r.model.architecture == "cifar_resnet18_w16"
+        assert r.model_name.split(".")[0].endswith("_resnet18_w16_cifar10_5k")
+        assert r.model.init in (None, "st_resnet18_w16_cifar10_5k")
+    else:
+        assert r.model_name is None or r.model_name.split("_", 1)[1] == name.split("_", 1)[1].removeprefix("eff_")
     if r.method == "at":
         assert (r.attack.objective, r.attack.start) == ("ce", "uniform")
     if r.method == "trades":
