@@ -69,9 +69,13 @@ def test_the_wheel_ships_the_recipes_and_data_and_nothing_from_outside_the_packa
     assert any(n.endswith("NOTICE") for n in names)
     assert not [n for n in names if n.split("/")[0] not in ("cure_zoo",) and ".dist-info" not in n.split("/")[0]]
     assert not [n for n in names if "/__pycache__/" in n or n.startswith(("tests/", "runs/", "recipes/"))]
-    # apart from the shipped model weights, the wheel stays small
-    rest = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if "/models/bundled/" not in i.filename)
-    assert rest < 8 * 2**20, f"{rest / 2**20:.1f} MiB besides the bundled models"
+    # apart from the shipped real images and model weights, the wheel stays small
+    shipped = ("/models/bundled/", "/data/bundled/")
+    infos = zipfile.ZipFile(wheel).infolist()
+    rest = sum(i.file_size for i in infos if not any(s in i.filename for s in shipped))
+    assert rest < 4 * 2**20, f"{rest / 2**20:.1f} MiB besides the bundled images and models"
+    models = sum(i.file_size for i in infos if "/models/bundled/" in i.filename)
+    assert models < 20 * 2**20, f"{models / 2**20:.1f} MiB of shipped models"
 
 
 def test_the_installed_wheel_lists_loads_a_recipe_and_evaluates_from_another_folder(installed, tmp_path):
