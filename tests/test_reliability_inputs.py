@@ -294,6 +294,7 @@ def test_sigint_handler_stops_after_the_step_like_sigterm(tmp_path):
         "run.tensorboard": False,
     }
     original = trainer_module.Trainer.train_step
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background shell
 
     def step_then_ctrl_c(self, *args, **kwargs):
         if self.global_step == 1:
@@ -308,7 +309,7 @@ def test_sigint_handler_stops_after_the_step_like_sigterm(tmp_path):
         trainer_module.Trainer.train_step = original
     assert stop.value.exit_status == 130
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["global_step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is given back
 
 
 # ---------------------------------------------------------------------------------------------------------
