@@ -11,31 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import CureZooError
-from ..io import atomic_write
+from ..analysis.figures import pyplot, save_png
 from .paper_results import PaperRow
 
 METRIC_AXIS = {"aa": "AutoAttack", "cw20": "CW-inf (C&W)", "pgd20": "PGD-20", "pgd100": "PGD-100"}
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ModuleNotFoundError:  # an optional extra: cards and analyses draw figures, nothing else does
-        raise CureZooError("drawing figures needs matplotlib: pip install 'cure-zoo[cards]'") from None
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
-    # no Software/date metadata: the same inputs give the same bytes
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None}))
-    plt.close(fig)
-    return path
 
 
 def epoch_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -53,7 +32,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path, title: str) 
     curves = epoch_curves(records)
     if not curves:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for key, points in sorted(curves.items(), key=lambda kv: kv[0] != "nat_acc"):
         label = "natural" if key == "nat_acc" else key.removesuffix("_acc").upper().replace("PGD", "PGD-")
@@ -80,7 +59,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path, title: str) 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_tradeoff(
@@ -94,7 +73,7 @@ def plot_tradeoff(
     model_n: int | None = None,
 ) -> Path:
     """Natural vs ``robust_metric`` accuracy: the model (measured) among the paper's rows (reported)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     markers = "osD^vP<>Xhp8"
     colors = ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
@@ -130,4 +109,4 @@ def plot_tradeoff(
     ax.set_title(f"Trade-off: dots are reported in the paper (Table {table}); star is measured", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
