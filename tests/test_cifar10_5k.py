@@ -52,7 +52,7 @@ def test_loads_offline_by_name_with_the_pinned_sha256(entry):
 
 def test_a_changed_shipped_file_is_refused(tmp_path, monkeypatch):
     """The check every shipped load goes through (a copy of the package folder, one bit flipped)."""
-    from cure_zoo.hub.weights import package_weights_file
+    from cure_zoo.models._hub import package_weights_file
 
     copy = tmp_path / "bundled"
     shutil.copytree(zoo.BUNDLED_DIR / ROBUST, copy / ROBUST)

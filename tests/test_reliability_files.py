@@ -451,7 +451,7 @@ def test_a_changed_verify_chunk_is_measured_again(run, tmp_path, monkeypatch):
 
 
 def test_the_converted_autoattack_weights_are_made_again_when_changed(tmp_path, monkeypatch):
-    from cure_zoo.hub.weights import pyautoattack_resnet18_file
+    from cure_zoo.models._hub import pyautoattack_resnet18_file
 
     monkeypatch.setenv("CURE_ZOO_CACHE", str(tmp_path / "cache"))
     path = pyautoattack_resnet18_file()

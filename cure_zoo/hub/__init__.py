@@ -1,1 +1,1 @@
-"""Hugging Face Hub: weight resolution and verification."""
+"""Hugging Face Hub: model cards, claims, publishing (push) and verification of published models."""

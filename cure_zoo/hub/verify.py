@@ -48,9 +48,9 @@ import torch
 
 from ..errors import CureZooError
 from ..io import read_checked, record_checked, remove_checked, sha256_file, write_json_atomic
+from ..models._hub import cache_dir, download_file, hub_config
 from ..rundir import CONFIG_BLOCK, EVAL_FILE
 from .claims import accuracy_claims, derived_claims, read_claims
-from .weights import cache_dir, download_file, hub_config
 
 Z_99 = 2.5758293035489004  # two-sided 99% normal quantile
 ALLOWANCE_RATE = {"nat": 0.001, "pgd20": 0.002, "pgd100": 0.002, "cw20": 0.002, "aa": 0.005, "worst": 0.005}

@@ -18,6 +18,7 @@ from safetensors.torch import load_file as load_safetensors
 from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 
 from ..errors import WeightsIntegrityError
+from ._hub import resolve_weights_file
 from .zoo import ZOO, ZooEntry, find_entry
 
 _logger = logging.getLogger(__name__)
@@ -236,8 +237,6 @@ def build_zoo_model(model_cls: type[nn.Module], variant: str, pretrained: bool, 
             pretrained_cfg, hf_hub_id=entry.hf_hub_id, file=None if shipped else pretrained_cfg.file
         )
     if pretrained:
-        from ..hub.weights import resolve_weights_file
-
         file = resolve_weights_file(pretrained_cfg, name, entry)
         if file is not None:
             # the weights are loaded here, strictly, not by timm (see load_weights_strict)

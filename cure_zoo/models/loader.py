@@ -17,10 +17,10 @@ import torch.nn as nn
 from timm.models import get_pretrained_cfg
 
 from ..errors import CureZooError, PretrainedWeightsError, UnknownModelError
-from ..hub.weights import verify_sha256
 from ..io import sha256_file
 from ..rundir import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, described_sha256
 from ._builder import load_weights_strict
+from ._hub import _hub_reason, verify_sha256
 from .zoo import ZOO, ZooEntry, find_entry
 
 
@@ -147,8 +147,6 @@ def _create_from_hub(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     into one clear line here."""
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
     from huggingface_hub.utils import validate_repo_id
-
-    from ..hub.weights import _hub_reason
 
     repo_id = spec.removeprefix("hf-hub:").split("@", 1)[0]
     try:  # before timm sees it: ``hf-hub:``, ``hf-hub:../..`` are no repository

@@ -28,11 +28,10 @@ import torch
 from ..errors import PretrainedWeightsError, WeightsIntegrityError
 from ..io import read_checked, record_checked, save_weights, sha256_file
 from ..rundir import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, described_sha256
+from .zoo import DEFAULT_HF_ORG, HF_ORG_ENV, ZooEntry
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
-
-    from ..models.zoo import ZooEntry
 
 _logger = logging.getLogger(__name__)
 
@@ -77,8 +76,6 @@ def resolve_weights_file(cfg: PretrainedCfg, name: str, entry: ZooEntry | None =
 
 def custom_org() -> bool:
     """Whether the user points registered names at their own Hub org (``CURE_ZOO_HF_ORG``)."""
-    from ..models.zoo import DEFAULT_HF_ORG, HF_ORG_ENV
-
     return os.environ.get(HF_ORG_ENV, DEFAULT_HF_ORG) != DEFAULT_HF_ORG
 
 
