@@ -3,6 +3,7 @@
 - ``cka MODEL_A MODEL_B``: linear CKA between every pair of layers (Sec. 3.2, Fig. 3 and 12) -> JSON + PNG.
 - ``minpert MODEL``: the smallest L-inf perturbation that flips each image (App. D.1, Fig. 8) -> JSON + PNGs.
 - ``corruptions MODEL --data-dir D``: accuracy on CIFAR-10-C / CIFAR-100-C (Sec. 7, App. D.2) -> JSON + PNG.
+- ``grad-stats RUN_DIR...``: the gradient statistics a run logged (Sec. 5, Fig. 6 and 10) -> JSON + PNGs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _common(p: argparse.ArgumentParser, *, images: bool = True, n_default: int =
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "analyze",
-        help="the paper's analyses: layer-wise CKA, minimum perturbations, natural corruptions",
+        help="the paper's analyses: layer-wise CKA, minimum perturbations, natural corruptions, gradient statistics",
         description="Analyses of trained models from the CURE paper; each writes a JSON and a figure to --out.",
     )
     sub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
@@ -90,6 +91,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     co.add_argument("--n-examples", type=int, default=None, help="first N images of each severity (default all)")
     _common(co, images=False)
     co.set_defaults(run=run_corruptions)
+
+    gs = sub.add_parser(
+        "grad-stats",
+        help="per-layer gradient magnitude and share of entries updated by RGP during training (Sec. 5, Fig. 6, 10)",
+        description="Reads the gradient statistics that training runs logged into metrics.jsonl (recipe key "
+        "run.grad_stats_every) and draws, per run, each parameter tensor's mean gradient magnitude and the "
+        "percentage of its entries updated (not zeroed by the RGP mask; for a method without the mask, the "
+        "percentage that would pass it) at the early, middle and late phases of training. Writes "
+        "grad_stats_<i>.json and grad_stats_<i>.png per run and grad_magnitude.png (all runs over training) to --out.",
+        epilog="Example: cure-zoo analyze grad-stats runs/trades runs/cure --out analysis/gradients",
+    )
+    gs.add_argument("runs", metavar="RUN_DIR", nargs="+", help="training run directory (trained with grad stats on)")
+    gs.add_argument("--out", metavar="DIR", required=True, help="folder for the JSON and the figures")
+    gs.set_defaults(run=run_grad_stats)
 
 
 def _images(args: argparse.Namespace):
@@ -192,4 +207,22 @@ def run_corruptions(args: argparse.Namespace) -> int:
     print(f"wrote {result.save(out / 'corruptions.json')}")
     if PAPER_SEVERITY in severities:
         print(f"wrote {result.plot(out / 'corruptions.png')}")
+    return 0
+
+
+def run_grad_stats(args: argparse.Namespace) -> int:
+    from cure_zoo.analysis.gradstats import load_grad_stats, phase_table, plot_grad_magnitude, plot_grad_stats
+    from cure_zoo.io import write_json_atomic
+
+    out = _out_dir(args.out)
+    loaded = {run: load_grad_stats(run) for run in args.runs}  # every run read before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (run, stats) in enumerate(loaded.items()):
+        table = dict(run=str(run), **phase_table(stats))
+        shown = ", ".join(f"{k} step {v['global_step']}" for k, v in table["phases"].items())
+        print(f"{run}: {table['records']} gradient-statistics records ({stats[0]['kind']}); {shown}")
+        print(f"wrote {write_json_atomic(out / f'grad_stats_{i}.json', table)}")
+        print(f"wrote {plot_grad_stats(stats, out / f'grad_stats_{i}.png', Path(run).name)}")
+    runs = {str(run): stats for run, stats in loaded.items()}
+    print(f"wrote {plot_grad_magnitude(runs, out / 'grad_magnitude.png')}")
     return 0

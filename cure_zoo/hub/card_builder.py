@@ -9,7 +9,8 @@ committed ``model_cards/``). Both fill the one template in :mod:`.cards`.
 2. copies the evaluation JSON into the run as ``eval.json`` (unless it is already there);
 3. stores the claims in ``config.json`` under ``cure_zoo.claims``, so ``verify`` never parses prose, and the
    sha256 of the card it writes under ``cure_zoo.card``, so ``push`` can tell the files belong together;
-4. draws ``figures/training_curves.png`` (from ``metrics.jsonl``) and ``figures/tradeoff.png``;
+4. draws ``figures/training_curves.png`` (from ``metrics.jsonl``), ``figures/grad_stats.png`` (when the run
+   logged gradient statistics, ``run.grad_stats_every``) and ``figures/tradeoff.png``;
 5. writes ``README.md``.
 
 All of it is one transaction: the new files are built in a folder inside the run directory
@@ -231,6 +232,7 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
 
 def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) -> dict[str, str]:
     """Draw the card's figures into ``out_dir/figures``; returns figure key -> path relative to ``out_dir``."""
+    from ..analysis.gradstats import grad_stats_records, plot_grad_stats
     from .plots import plot_tradeoff, plot_training_curves
 
     figures: dict[str, str] = {}
@@ -239,6 +241,9 @@ def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) 
         records, fig_dir / "training_curves.png", f"{card.model_name}: held-out accuracy per epoch"
     ):
         figures["training_curves"] = f"{FIGURES_DIR}/training_curves.png"
+    stats = grad_stats_records(records)
+    if stats and plot_grad_stats(stats, fig_dir / "grad_stats.png", f"{card.model_name}: gradients during training"):
+        figures["grad_stats"] = f"{FIGURES_DIR}/grad_stats.png"
     results = card.claims["results"]
     short, _ = _arch_short(card.architecture)
     if card.scale_note:  # the paper's baselines are full-size models: no picture that puts this one among them

@@ -69,7 +69,7 @@ class CardData:
     data: dict[str, Any] | None = None
     code_revision: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
-    figures: dict[str, str] = field(default_factory=dict)  # "training_curves"/"tradeoff" -> path in repo
+    figures: dict[str, str] = field(default_factory=dict)  # "training_curves"/"grad_stats"/"tradeoff" -> path
     published_revision: str | None = None  # registry cards of published weights: the pinned Hub commit
     published_claims: dict[str, float] = field(default_factory=dict)  # ... and their headline numbers
     notes: list[str] = field(default_factory=list)  # extra limitations specific to this model
@@ -445,6 +445,15 @@ def _figures(card: CardData) -> str:
             "Natural and PGD-20 accuracy per epoch on the run's held-out images (the training monitor, not the "
             "evaluation above); the dotted line marks the best robust epoch. A gap between best and last is robust "
             "overfitting.",
+            "",
+        ]
+    if "grad_stats" in card.figures:
+        lines += [
+            f"![gradient statistics per layer, early, middle and late in training]({card.figures['grad_stats']})",
+            "",
+            "Per parameter tensor, at the first, middle and last logged step: the mean gradient magnitude (top) and "
+            "the percentage of gradient entries updated, i.e. not zeroed by the RGP mask, or, for a method without "
+            "the mask, the percentage that would pass it at the recipe's p (bottom); the paper's Fig. 6 and 10.",
             "",
         ]
     if "tradeoff" in card.figures:

@@ -102,6 +102,9 @@ class CureConfig:
     alpha: float = 0.1  # RGP weight of the natural gradient
     gamma: float = 1.0  # weight of the consistency loss L_CR
     masking: Literal["rgp", "rgp_soft", "none"] = "rgp"
+    # the ablation switches of App. C.3 (Table 7): false trains without the component
+    rgp: bool = True  # the RGP gradient mask (off: the whole gradient updates every entry)
+    revise: bool = True  # the revision stage (off: no revision model, no SMU and no L_CR, so L = L_adv)
     revision_rate: float = 0.2  # r
     revision_decay: float = 0.999  # d
     decay_warmup: bool = True  # d_t = min(1 - 1/(t+1), d)
@@ -142,6 +145,9 @@ class RunConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: Literal["none", "bf16"] = "none"
     log_every: int = 20
+    # steps between gradient statistics (per tensor: mean |gradient| and the share of entries the RGP mask lets
+    # through, or would let through for methods without one; Sec. 5, Fig. 6 and 10) in metrics.jsonl; 0: off
+    grad_stats_every: int = 0
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
 
@@ -461,6 +467,8 @@ def validate(recipe: Recipe) -> None:
     _check(0 <= c.revision_rate <= 1, "cure.revision_rate", "must be in [0, 1]", c.revision_rate)
     _check(0 <= c.revision_decay < 1, "cure.revision_decay", "must be in [0, 1)", c.revision_decay)
     _check(c.rate_decay_after >= 0, "cure.rate_decay_after", "must be >= 0", c.rate_decay_after)
+    for key, on in (("cure.rgp", c.rgp), ("cure.revise", c.revise)):
+        _check(on or recipe.is_cure, key, f"switches off a CURE component (method is {recipe.method!r})", on)
     if recipe.method == "cure_eff":
         ok = 1 <= c.natural_warmup_epochs < o.epochs
         _check(ok, "cure.natural_warmup_epochs", f"must be in [1, optim.epochs={o.epochs})", c.natural_warmup_epochs)
@@ -475,6 +483,8 @@ def validate(recipe: Recipe) -> None:
     _check(e.pgd_steps >= 0, "eval.pgd_steps", "must be >= 0", e.pgd_steps)
     _check(recipe.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0", recipe.checkpoint.every_steps)
     _check(recipe.run.log_every >= 1, "run.log_every", "must be >= 1", recipe.run.log_every)
+    every = recipe.run.grad_stats_every
+    _check(every >= 0, "run.grad_stats_every", "must be >= 0 (0: off)", every)
     dev = recipe.run.device
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "run.device", "must be auto/cpu/cuda[:N]", dev)
     if recipe.model_name is not None:

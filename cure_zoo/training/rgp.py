@@ -84,6 +84,11 @@ def rgp_score_(g_nat: torch.Tensor, g_other: torch.Tensor, alpha: float, signed:
     return g_nat.mul_(alpha).add_(g_other, alpha=1.0 - alpha)
 
 
+def rgp_drop(score: torch.Tensor, p: float) -> torch.Tensor:
+    """The entries the mask zeroes: ``score < percentile(score, p)`` (strict, so ties at the threshold pass)."""
+    return score < percentile(score, p)
+
+
 @torch.no_grad()
 def apply_rgp_masks_(
     grads: list[torch.Tensor],
@@ -95,12 +100,13 @@ def apply_rgp_masks_(
     signed: bool = False,
 ) -> torch.Tensor:
     """Zero, in place, the entries of each ``grads[i]`` whose score is below the p-th percentile of that
-    tensor's scores. ``g_nat``/``g_other`` are consumed. Returns the number of zeroed entries (a device
-    scalar, no synchronisation)."""
-    zeroed = torch.zeros((), dtype=torch.int64, device=grads[0].device if grads else "cpu")
+    tensor's scores. ``g_nat``/``g_other`` are consumed. Returns the number of zeroed entries of each tensor
+    (a 1-d int64 device tensor, no synchronisation)."""
+    zeroed = []
     for grad, gn, go in zip(grads, g_nat, g_other, strict=True):
-        score = rgp_score_(gn, go, alpha, signed)
-        drop = score < percentile(score, p)
+        drop = rgp_drop(rgp_score_(gn, go, alpha, signed), p)
         grad.masked_fill_(drop, 0.0)
-        zeroed += drop.sum()
-    return zeroed
+        zeroed.append(drop.sum())
+    if not zeroed:
+        return torch.zeros(0, dtype=torch.int64)
+    return torch.stack(zeroed)

@@ -28,6 +28,7 @@ from . import distributed as du
 from .checkpoint import capture_rng_state, checkpoint_mismatch, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
+from .grad_stats import gradient_statistics
 from .methods import Batch, StepContext, build_method
 from .modeling import build_model, compile_model, load_init_weights, sync_batchnorm
 from .outputs import (
@@ -51,6 +52,7 @@ RESUMABLE_CHANGES = {
     "description",
     "run.progress",
     "run.log_every",
+    "run.grad_stats_every",
     "run.tensorboard",
     "run.device",
     "checkpoint.every_steps",
@@ -165,6 +167,7 @@ class Trainer:
         self.global_step = 0
         self.epoch_sums: dict[str, float] = {}
         self.epoch_count = 0
+        self.grad_stats: list[dict[str, Any]] = []  # this epoch's gradient statistics (run.grad_stats_every)
         self.best: dict[str, Any] = {}
         self.metrics: list[dict[str, Any]] = []
         self.train_time = 0.0
@@ -225,6 +228,7 @@ class Trainer:
             self.global_step = ckpt["global_step"]
             self.epoch_sums, self.epoch_count = ckpt["epoch_sums"], ckpt["epoch_count"]
             self.best, self.train_time = ckpt["best"], ckpt["train_time"]
+            self.grad_stats = list(ckpt.get("grad_stats", []))
             rng = ckpt["rng"]
             if len(rng) == self.info.world_size:
                 restore_rng_state(rng[self.info.rank])
@@ -261,6 +265,8 @@ class Trainer:
                 "train_time": self.train_time,
                 "rng": rng,
             }
+            if self.grad_stats:
+                payload["grad_stats"] = self.grad_stats
             save_checkpoint(self.ckpt_path, payload)
         du.barrier()
 
@@ -303,6 +309,11 @@ class Trainer:
                 f"{self.ckpt_path if self.ckpt_path.is_file() else '(none written yet)'}; lower optim.lr or check "
                 f"the data and model.init"
             )
+        every = self.recipe.run.grad_stats_every
+        if every and (self.global_step + 1) % every == 0 and self.info.is_main:
+            c = self.recipe.cure
+            entry = gradient_statistics(self.model, self.method.mask_counts(), masking=c.masking, p=c.p)
+            self.grad_stats.append({"global_step": self.global_step + 1, "epoch": epoch, **entry})
         self.optimizer.step()
         if self.info.enabled:
             du.broadcast_module_(self.model, params=False)
@@ -405,6 +416,7 @@ class Trainer:
         record = self.end_of_epoch(epoch)
         self.epochs_done, self.step_in_epoch = epoch, 0
         self.epoch_sums, self.epoch_count = {}, 0
+        self.grad_stats = []
         if self.info.is_main:
             self.metrics.append(record)
             write_metrics(self.output_dir, self.metrics)
@@ -420,6 +432,8 @@ class Trainer:
             "train": train,
             "train_time_s": round(self.train_time, 2),
         }
+        if self.grad_stats:
+            record["grad_stats"] = list(self.grad_stats)
         due = r.eval.every > 0 and (epoch % r.eval.every == 0 or epoch == r.optim.epochs)
         if due and self.info.is_main:
             # on the eager module: compiling the check's grad modes too would add graphs for little gain

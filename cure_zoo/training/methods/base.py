@@ -65,6 +65,11 @@ class Method:
         """Called after each optimizer step; returns values to log."""
         return {}
 
+    def mask_counts(self) -> tuple[list[str], torch.Tensor] | None:
+        """(parameter names, entries zeroed in each) of the gradient mask the last ``step`` applied (a device
+        tensor, read only when gradient statistics are due); None when that step applied no mask."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

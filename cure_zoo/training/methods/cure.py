@@ -18,6 +18,11 @@ The parts run under ``torch.profiler`` scopes (``attack``, ``cure.forward``, ``c
 
 CURE-Eff trains naturally for ``cure.natural_warmup_epochs`` epochs and then runs the CURE step with the
 same optimizer and schedule; the revision model is created at the switch as a real copy of the weights.
+
+The ablation switches of App. C.3 (Table 7): ``cure.rgp: false`` skips the two score gradients and the mask
+(the update is the whole dL); ``cure.revise: false`` has no revision model at all, so no SMU and no L_CR
+(L = L_adv; ``cure.gamma`` and the ``revision_*`` keys are then unused). Both off is TRADES with beta
+``cure.beta`` and CURE's attack, from the same starting weights.
 """
 
 from __future__ import annotations
@@ -43,42 +48,47 @@ class Cure(Method):
         self.cfg = self.recipe.cure
         self.revision: RevisionModel | None = None
         self._masked: list[torch.nn.Parameter] = []
+        self._masked_names: list[str] = []
+        self._zeroed: torch.Tensor | None = None  # per masked tensor, the entries the last step's mask zeroed
 
     def prepare(self) -> None:
-        names = set(masked_parameter_names(self.model, self.cfg.masking))
-        self._masked = [p for n, p in self.model.named_parameters() if n in names]
+        names = set(masked_parameter_names(self.model, self.cfg.masking if self.cfg.rgp else "none"))
+        named = [(n, p) for n, p in self.model.named_parameters() if n in names]
+        self._masked_names = [n for n, _ in named]
+        self._masked = [p for _, p in named]
 
     def start_revision(self) -> None:
         self.revision = RevisionModel(self.model, self.cfg, seed=derive_seed(self.recipe.run.seed, "revision"))
 
     def on_epoch_start(self, epoch: int) -> None:
-        if self.revision is None:
+        if self.cfg.revise and self.revision is None:
             self.start_revision()
 
+    def mask_counts(self) -> tuple[list[str], torch.Tensor] | None:
+        return None if self._zeroed is None else (self._masked_names, self._zeroed)
+
     def step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
-        assert self.revision is not None, "on_epoch_start creates the revision model"
+        assert self.revision is not None or not self.cfg.revise, "on_epoch_start creates the revision model"
         cfg, x, y = self.cfg, batch.x, batch.y
+        self._zeroed = None
         x_adv = self.adversarial(batch, ctx, self.recipe.attack, alpha=cfg.alpha)
         with ctx.autocast():
             with record_function("cure.forward"):
                 z_nat = self.forward(x).float()
                 z_adv = self.forward(x_adv).float()
-            with record_function("cure.revision_forward"):
-                r_nat = self.revision(x).float()
-                r_adv = self.revision(x_adv).float()
+            if self.revision is not None:
+                with record_function("cure.revision_forward"):
+                    r_nat = self.revision(x).float()
+                    r_adv = self.revision(x_adv).float()
         ce_nat, kl = trades_terms(z_nat, z_adv, y)
-        l_adv = ce_nat + cfg.beta * kl
-        l_cr = kl_logits_loss(z_nat, r_nat).mean() + kl_logits_loss(z_adv, r_adv).mean()
-        loss = l_adv + cfg.gamma * l_cr
+        loss = l_adv = ce_nat + cfg.beta * kl
         ce_adv = ce_loss(z_adv, y).mean()
-        stats = {
-            "loss": loss.detach(),
-            "ce_nat": ce_nat.detach(),
-            "kl": kl.detach(),
-            "l_cr": l_cr.detach(),
-            "ce_adv": ce_adv.detach(),
-            "adv_acc": (z_adv.argmax(1) == y).float().mean(),
-        }
+        stats = {"loss": loss.detach(), "ce_nat": ce_nat.detach(), "kl": kl.detach()}
+        if self.revision is not None:
+            l_cr = kl_logits_loss(z_nat, r_nat).mean() + kl_logits_loss(z_adv, r_adv).mean()
+            loss = l_adv + cfg.gamma * l_cr
+            stats.update(loss=loss.detach(), l_cr=l_cr.detach())
+        stats.update(ce_adv=ce_adv.detach(), adv_acc=(z_adv.argmax(1) == y).float().mean())
         if not self._masked:
             with record_function("cure.backward"):
                 self.backward_and_reduce(loss * batch.share, ctx)
@@ -98,11 +108,13 @@ class Cure(Method):
             zeroed = apply_rgp_masks_(
                 [p.grad for p in self._masked], g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=signed
             )
-        stats["masked_frac"] = zeroed.float() / sum(p.numel() for p in self._masked)
+        self._zeroed = zeroed
+        stats["masked_frac"] = zeroed.sum().float() / sum(p.numel() for p in self._masked)
         return stats
 
     def after_step(self, epoch: int) -> dict[str, float]:
-        assert self.revision is not None
+        if self.revision is None:  # cure.revise: false
+            return {}
         with record_function("cure.revision_update"):
             revised = self.revision.step(self.model, epoch)
         return {"revised": float(revised), "revision_rate": self.revision.rate}
@@ -129,11 +141,12 @@ class CureEff(Cure):
         return epoch <= self.cfg.natural_warmup_epochs
 
     def on_epoch_start(self, epoch: int) -> None:
-        if not self.in_warmup(epoch) and self.revision is None:
+        if not self.in_warmup(epoch) and self.cfg.revise and self.revision is None:
             self.start_revision()  # the switch: a real copy of theta, never shared storage
 
     def step(self, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         if self.in_warmup(ctx.epoch):
+            self._zeroed = None
             return self.natural.step(batch, ctx)
         return super().step(batch, ctx)
 
