@@ -16,7 +16,8 @@ from cure_zoo.cli.main import main
 from cure_zoo.errors import CureZooError
 from cure_zoo.hub.card_builder import card_for_run
 from cure_zoo.hub.push import push, upload_plan
-from cure_zoo.hub.verify import judge_accuracy, verify
+from cure_zoo.hub.tolerance import judge_accuracy
+from cure_zoo.hub.verify import verify
 from cure_zoo.io import save_weights, sha256_file, write_json_atomic
 
 N = 16
@@ -239,7 +240,7 @@ def test_bad_input_exits_2_with_one_line(run, capsys):
 
 
 def test_verify_resumes_after_an_interruption(run, tmp_path, monkeypatch):
-    import cure_zoo.evaluation as evaluation  # measure() looks evaluate up here at call time
+    import cure_zoo.evaluation as evaluation  # evaluate_chunked() looks evaluate up here at call time
 
     calls = []
     original = evaluation.evaluate
@@ -277,3 +278,57 @@ def test_subset_rule_uses_a_binomial_interval():
     # an internally inconsistent claim fails whatever is measured
     bad = dict(claim, accuracy=55.0)
     assert judge_accuracy("nat", bad, None, None, ones(50, 100), same_images=False).rule == "claim consistency"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the norm of a claim
+
+
+@pytest.fixture(scope="module")
+def l2_run(tmp_path_factory):
+    """A run evaluated under L2, with claims written from that evaluation (as another tool might)."""
+    from cure_zoo.hub.claims import claims_from_eval
+
+    run = make_run(tmp_path_factory.mktemp("l2") / "run", evaluated=False)
+    assert main(["eval", str(run), "--attacks", "nat,pgd20", "--norm", "L2", "--eps", "0.25", "--n-examples",
+                 str(N), "--batch-size", "8", "--json", str(run / "eval.json"), "--no-progress"]) == 0  # fmt: skip
+    from cure_zoo.evaluation import EvalResult
+
+    config = json.loads((run / "config.json").read_text())
+    claims = claims_from_eval(EvalResult.load(run / "eval.json"), eval_sha256=sha256_file(run / "eval.json"))
+    config["cure_zoo"]["claims"] = claims
+    write_json_atomic(run / "config.json", config)
+    return run
+
+
+def test_an_l2_claim_is_re_measured_under_l2(l2_run, capsys, tmp_path):
+    out_json = tmp_path / "verify.json"
+    assert main(["verify", str(l2_run), "--no-progress", "--json", str(out_json)]) == 0
+    assert "; 0 images differ from the record" in capsys.readouterr().out
+    measured = json.loads(out_json.read_text())["measured"]["protocol"]
+    assert measured["norm"] == "L2" and measured["eps"] == 0.25 and measured["attacks"]["pgd20"]["norm"] == "L2"
+
+
+def test_verify_refuses_a_re_measurement_under_another_norm(run, capsys, monkeypatch):
+    import cure_zoo.hub.verify as verify_module
+
+    real = verify_module.evaluate_chunked
+    monkeypatch.setattr(verify_module, "evaluate_chunked", lambda *a, **k: real(*a, **dict(k, norm="L2")))
+    assert main(["verify", str(run), "--attacks", "nat,pgd20", "--no-progress"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after verify's progress lines: the error, one line
+    assert last.startswith("cure-zoo verify: error: the claims in") and "were measured under Linf, but the " \
+        "re-measurement ran under L2" in last  # fmt: skip
+
+
+def test_a_claim_whose_attacks_disagree_on_the_norm_is_refused(run, capsys):
+    config = json.loads((run / "config.json").read_text())
+    config["cure_zoo"]["claims"]["protocol"]["norm"] = "L2"  # the attacks still say Linf
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["verify", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "attack pgd20 ran under Linf but the protocol says L2" in err  # before any work
+
+
+def test_the_card_refuses_an_evaluation_under_another_norm(l2_run):
+    with pytest.raises(CureZooError, match="was measured under L2, but a model card states Linf results"):
+        card_for_run(l2_run)

@@ -229,7 +229,7 @@ def test_eval_never_overwrites_the_model_it_evaluates(run, capsys, uncalled_eval
 def test_verify_json_never_replaces_the_evaluation_it_checks(run, capsys, monkeypatch):
     import cure_zoo.hub.verify as verify
 
-    monkeypatch.setattr(verify, "measure", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(verify, "evaluate_chunked", lambda *a, **k: pytest.fail("measured"))
     before = _snapshot(run)
     assert main(["verify", str(run), "--json", str(run / "eval.json"), "--no-progress"]) == 2
     _one_line_refusal(capsys, "is an input of this command")

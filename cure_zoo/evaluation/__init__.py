@@ -1,7 +1,9 @@
 """Robustness evaluation: Nat, PGD-20/100, CW-inf, AutoAttack, the epsilon sweep, and the metrics (Wilson
 intervals, worst case, NRR, SUM). :func:`evaluate` is the one entry point; :class:`EvalResult` its result
-and JSON form. See :mod:`.protocol` for the exact attack settings."""
+and JSON form; :func:`evaluate_chunked` the same in resumable chunks. See :mod:`.protocol` for the exact attack
+settings."""
 
+from .chunked import evaluate_chunked
 from .engine import DEFAULT_ATTACKS, evaluate, resolve_device
 from .metrics import accuracy_summary, nrr, wilson_interval, worst_case
 from .protocol import BASE_ATTACKS, DEFAULT_EPS, VALID_NAMES, AttackSpec, parse_attacks, parse_eps
@@ -17,6 +19,7 @@ __all__ = [
     "EvalResult",
     "accuracy_summary",
     "evaluate",
+    "evaluate_chunked",
     "nrr",
     "parse_attacks",
     "parse_eps",

@@ -4,8 +4,9 @@ committed ``model_cards/``). Both fill the one template in :mod:`.cards`.
 ``card_for_run`` is the step between evaluation and push. It
 
 1. checks that the evaluation was made on exactly the run's weights (sha256 of ``model.safetensors`` =
-   ``config.json``'s ``weights_sha256`` = the evaluation's ``model.weights_sha256``), and that every file it
-   reads or replaces obeys the run-directory rule (:mod:`cure_zoo.rundir`: no links out, no special files);
+   ``config.json``'s ``weights_sha256`` = the evaluation's ``model.weights_sha256``) under the L-inf norm
+   (the card's and the paper's threat model; an L2 evaluation is refused), and that every file it reads or
+   replaces obeys the run-directory rule (:mod:`cure_zoo.rundir`: no links out, no special files);
 2. copies the evaluation JSON into the run as ``eval.json`` (unless it is already there);
 3. stores the claims in ``config.json`` under ``cure_zoo.claims``, so ``verify`` never parses prose, and the
    sha256 of the card it writes under ``cure_zoo.card``, so ``push`` can tell the files belong together;
@@ -44,10 +45,11 @@ from ..rundir import (
     swap_in,
 )
 from .cards import CardData, render_card
-from .claims import claims_from_eval
+from .claims import claims_from_eval, protocol_norm
 from .paper_results import reported_for, tradeoff_baselines
 
 TRADEOFF_METRICS = ("aa", "cw20", "pgd20")  # the robust axis of the trade-off plot, first one measured
+CARD_NORM = "Linf"  # the template (cards.py) and the paper's tables describe L-inf robustness only
 
 
 def _arch_short(architecture: str) -> tuple[str | None, str]:
@@ -130,6 +132,13 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
         raise CureZooError(
             f"{eval_path} was measured on weights with sha256 {str(measured)[:12]}..., not on {weights} "
             f"({sha[:12]}...); evaluate this run: cure-zoo eval {run_dir} --json {run_dir / EVAL_FILE}"
+        )
+    norm = protocol_norm(result.protocol, str(eval_path))
+    if norm != CARD_NORM:
+        raise CureZooError(
+            f"{eval_path} was measured under {norm}, but a model card states {CARD_NORM} results beside the "
+            f"paper's {CARD_NORM} numbers; evaluate under {CARD_NORM} (no --norm): cure-zoo eval {run_dir} --json "
+            f"{run_dir / EVAL_FILE}"
         )
     for leftover in staging_leftovers(run_dir):  # an earlier card that was killed half-way
         shutil.rmtree(leftover, ignore_errors=True)

@@ -66,6 +66,20 @@ def read_claims(zoo_config: dict[str, Any], where: str) -> dict[str, Any]:
     return claims
 
 
+def protocol_norm(protocol: dict[str, Any], what: str) -> str:
+    """The threat model (``Linf`` or ``L2``) an evaluation protocol was measured under: its ``norm``
+    (``Linf`` in evaluations from before L2 existed), which every attack's own ``norm`` must repeat. ``what``
+    names the protocol in the one-line error."""
+    norm = protocol.get("norm", "Linf")
+    for name, spec in (protocol.get("attacks") or {}).items():
+        if isinstance(spec, dict) and spec.get("norm", norm) != norm:
+            raise CureZooError(
+                f"{what}: attack {name} ran under {spec['norm']} but the protocol says {norm}; the evaluation is "
+                f"not one cure-zoo eval wrote"
+            )
+    return str(norm)
+
+
 def accuracy_claims(claims: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The per-attack accuracy claims (``nat``, ``pgd20``, ``aa``, ``worst``...), without derived numbers."""
     return {k: v for k, v in claims["results"].items() if isinstance(v, dict)}
