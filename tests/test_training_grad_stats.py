@@ -75,9 +75,8 @@ def test_cure_updated_share_is_the_rgp_mask(batch, monkeypatch):
     real = cure_module.apply_rgp_masks_
 
     def spy(grads, g_nat, g_other, **kw):  # the scores the step masks with, copied before they are consumed
-        seen["scores"] = [
-            (kw["alpha"] * gn.abs() + (1 - kw["alpha"]) * go.abs()).numpy() for gn, go in zip(g_nat, g_other)
-        ]
+        a = kw["alpha"]
+        seen["scores"] = [(a * gn.abs() + (1 - a) * go.abs()).numpy() for gn, go in zip(g_nat, g_other, strict=True)]
         return real(grads, g_nat, g_other, **kw)
 
     monkeypatch.setattr(cure_module, "apply_rgp_masks_", spy)

@@ -51,7 +51,10 @@ def test_every_recipe_resolves_with_the_common_settings(name):
     assert r.data.augment and r.attack.steps == 10
     if small:
         assert r.data.source == "bundled" and r.model.architecture == "cifar_resnet18_w16"
-        assert r.model_name.split(".")[0].endswith("_resnet18_w16_cifar10_5k")
+        if "_no_" in name:  # the Table 7 ablations: runs, not zoo models
+            assert r.model_name is None and not (r.cure.rgp and r.cure.revise)
+        else:
+            assert r.model_name.split(".")[0].endswith("_resnet18_w16_cifar10_5k")
         assert r.model.init in (None, "st_resnet18_w16_cifar10_5k")
     else:
         assert r.model_name is None or r.model_name.split("_", 1)[1] == name.split("_", 1)[1].removeprefix("eff_")
@@ -86,6 +89,23 @@ def test_presets_switch_every_preset_key_and_recipes_leave_them_to_the_preset():
 
 
 @pytest.mark.parametrize(
+    ("name", "switches"),
+    [
+        ("cure_no_rgp_resnet18_w16_cifar10_5k", {"rgp": False}),
+        ("cure_no_revise_resnet18_w16_cifar10_5k", {"revise": False}),
+        ("cure_no_rgp_no_revise_resnet18_w16_cifar10_5k", {"rgp": False, "revise": False}),
+    ],
+)
+def test_table7_ablation_recipes_are_the_base_recipe_with_their_switches_off(name, switches):
+    base, ablation = load_recipe("cure_resnet18_w16_cifar10_5k").to_dict(), load_recipe(name).to_dict()
+    for key in ("name", "model_name", "description"):
+        base.pop(key), ablation.pop(key)
+    assert {k: v for k, v in ablation["cure"].items() if base["cure"][k] != v} == switches
+    ablation["cure"] = base["cure"]
+    assert ablation == base
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("cure.bta=1", r"unknown recipe key 'cure\.bta'; did you mean 'cure\.beta'"),
@@ -103,6 +123,8 @@ def test_presets_switch_every_preset_key_and_recipes_leave_them_to_the_preset():
         ("preset=fast", r"recipe key 'preset' must be"),
         ("layerwise.update=U-23", r"recipe key 'layerwise\.update' is an option of method 'at'"),
         ("lr=0.1", r"unknown recipe key 'lr'"),
+        ("cure.revise=maybe", r"recipe key 'cure\.revise' must be true/false"),
+        ("run.grad_stats_every=-1", r"recipe key 'run\.grad_stats_every' must be >= 0"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, message):
@@ -113,6 +135,8 @@ def test_bad_values_are_rejected_naming_the_key(override, message):
 def test_preset_on_a_baseline_and_bad_layerwise_spec_are_rejected():
     with pytest.raises(RecipeError, match="'preset' applies to CURE"):
         load_recipe("trades_resnet18_cifar10", ["preset=official"])
+    with pytest.raises(RecipeError, match=r"'cure\.rgp' switches off a CURE component \(method is 'trades'\)"):
+        load_recipe("trades_resnet18_cifar10", ["cure.rgp=false"])
     with pytest.raises(RecipeError, match="'layerwise.update' must look like"):
         load_recipe("at_layerwise_resnet18_cifar10", ["layerwise.update=U-5a"])
     with pytest.raises(

@@ -4,6 +4,8 @@
     torchrun --nproc_per_node=8 recipes/train.py --recipe cure_resnet18_cifar10 --set data.root=/data
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
         --max-restarts=3 recipes/train.py --recipe cure_wrn34_10_cifar10 --output runs/wrn
+    cure-zoo train --recipe cure_resnet18_w16_cifar10_5k --sweep cure.p=10,20,30 --sweep cure.alpha=0.2,0.5 \\
+        --output runs/sensitivity        # Table 10: one run per value, runs/sensitivity/cure.p=10/..., a summary
 
 Running the same command again in the same --output directory resumes from its checkpoint (this is also what
 happens when torchrun restarts failed workers). SIGTERM or Ctrl-C (SIGINT) writes a checkpoint after the
@@ -33,7 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set cure.beta=5 --set preset=official (repeatable)",
     )
-    parser.add_argument("--output", help="run directory (default: runs/<recipe name>)")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="train once per value of KEY (the others as the recipe says) into OUTPUT/KEY=V, then write "
+        "OUTPUT/sweep_summary.md and .json; repeatable, one key at a time (Table 10)",
+    )
+    parser.add_argument("--output", help="run directory, or the sweep's folder (default: runs/<recipe name>)")
     parser.add_argument("--list", action="store_true", help="list the available recipes and exit")
     parser.add_argument("--print", action="store_true", help="print the resolved recipe and exit")
 
@@ -71,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stdout,
     )
     try:
+        if args.sweep:
+            return _sweep(args, train)
         recipe = load_recipe(args.recipe, args.overrides)
         if args.print:
             print(recipe_to_yaml(recipe), end="")
@@ -84,4 +96,20 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         shutdown_distributed()
+    return 0
+
+
+def _sweep(args: argparse.Namespace, train) -> int:
+    """``--sweep``: every run's recipe is built (and so checked) before the first one trains."""
+    from cure_zoo.training.sweep import SUMMARY_MD, plan_sweep, run_sweep
+
+    plan = plan_sweep(args.recipe, args.overrides, args.sweep)
+    output = Path(args.output or Path("runs") / plan[0][1].name)
+    if args.print:
+        for point, _ in plan:
+            print(f"{output / point.dirname}: {point.key} = {point.value!r}")
+        return 0
+    run_sweep(plan, output, train)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {output / SUMMARY_MD} ({len(plan)} runs)")
     return 0
