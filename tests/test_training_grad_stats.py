@@ -166,3 +166,11 @@ def test_st_run_logs_would_pass_and_the_cli_and_card_figure_draw_it(tmp_path, ca
     assert main(["analyze", "grad-stats", str(off), "--out", str(tmp_path / "out2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run.grad_stats_every" in err and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", '{"epoch": 1, "grad_stats": [{"kind": "other"}]}', "{not json"])
+def test_grad_stats_cli_refuses_a_damaged_metrics_file_in_one_line(tmp_path, capsys, line):
+    (tmp_path / "metrics.jsonl").write_text(line + "\n")
+    assert main(["analyze", "grad-stats", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metrics.jsonl" in err and not (tmp_path / "out").exists()

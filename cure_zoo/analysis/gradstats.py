@@ -31,7 +31,13 @@ def load_grad_stats(run_dir: str | Path) -> list[dict[str, Any]]:
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as err:
         raise CureZooError(f"{path} has a line that is not JSON ({err.msg}); is the run directory damaged?") from None
-    stats = grad_stats_records(records)
+    try:
+        stats = grad_stats_records(records)
+        for g in stats:
+            if not isinstance(g["tensors"], dict) or g["kind"] not in ("updated", "would_pass"):
+                raise TypeError
+    except (AttributeError, KeyError, TypeError):
+        raise CureZooError(f"{path} holds gradient statistics this version cannot read; is the file damaged?") from None
     if not stats:
         raise CureZooError(
             f"{path} holds no gradient statistics; train with --set run.grad_stats_every=N (steps between records)"
