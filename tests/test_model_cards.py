@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from cure_zoo.hub.card_builder import registered_recipes, write_registered_cards
+from cure_zoo.hub.registry_cards import registered_recipes, write_registered_cards
 from cure_zoo.models.zoo import ZOO
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.all_registered == bool(args.run_dir):
         raise CureZooError("give either RUN_DIR or --all-registered (not both, not neither)")
     if args.all_registered:
-        from cure_zoo.hub.card_builder import write_registered_cards
+        from cure_zoo.hub.registry_cards import write_registered_cards
 
         written = write_registered_cards(args.output)
         print(f"wrote {len(written)} cards under {args.output}/")

@@ -1,5 +1,6 @@
-"""Building model cards: from a run directory (``cure-zoo card RUN_DIR``) or from the zoo's registry (the
-committed ``model_cards/``). Both fill the one template in :mod:`.cards`.
+"""Building a run's model card (``cure-zoo card RUN_DIR``), from its weights, config and evaluation; the
+registry's cards (``model_cards/``, no weights) are built by :mod:`.registry_cards`. Both fill the one
+template in :mod:`.cards`.
 
 ``card_for_run`` is the step between evaluation and push. It
 
@@ -52,7 +53,7 @@ TRADEOFF_METRICS = ("aa", "cw20", "pgd20")  # the robust axis of the trade-off p
 CARD_NORM = "Linf"  # the template (cards.py) and the paper's tables describe L-inf robustness only
 
 
-def _arch_short(architecture: str) -> tuple[str | None, str]:
+def arch_names(architecture: str) -> tuple[str | None, str]:
     """(zoo short name, human name) of a timm architecture entrypoint, e.g. ('resnet18', 'ResNet-18')."""
     from ..models.zoo import ARCHITECTURES
 
@@ -62,7 +63,8 @@ def _arch_short(architecture: str) -> tuple[str | None, str]:
     return None, architecture
 
 
-def _param_count(architecture: str, num_classes: int, model_args: dict[str, Any]) -> int:
+def param_count(architecture: str, num_classes: int, model_args: dict[str, Any]) -> int:
+    """Parameters of ``architecture`` built with ``model_args`` (on the meta device: nothing is allocated)."""
     import timm
     import torch
 
@@ -190,7 +192,7 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
     architecture = config["architecture"]
     # num_classes/global_pool are recorded by timm for every model; other model args make it a variant
     model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k not in ("num_classes", "global_pool")}
-    short, human = _arch_short(architecture)
+    short, human = arch_names(architecture)
     dataset = zoo.get("dataset") or claims["dataset"]["name"]
     method = zoo.get("method", "unknown")
     entry = find_entry(zoo["model_name"]) if zoo.get("model_name") else None
@@ -219,7 +221,7 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
         registered_name=entry.name if full_size else None,
         hub_repo=hub_repo,
         model_args=model_args,
-        params=_param_count(architecture, config.get("num_classes", 10), model_args),
+        params=param_count(architecture, config.get("num_classes", 10), model_args),
         weights_sha256=zoo["weights_sha256"],
         claims=claims,
         flags=list(flags),
@@ -254,7 +256,7 @@ def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) 
     if stats and plot_grad_stats(stats, fig_dir / "grad_stats.png", f"{card.model_name}: gradients during training"):
         figures["grad_stats"] = f"{FIGURES_DIR}/grad_stats.png"
     results = card.claims["results"]
-    short, _ = _arch_short(card.architecture)
+    short, _ = arch_names(card.architecture)
     if card.scale_note:  # the paper's baselines are full-size models: no picture that puts this one among them
         return figures
     for metric in TRADEOFF_METRICS:
@@ -273,74 +275,3 @@ def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) 
         figures["tradeoff"] = f"{FIGURES_DIR}/tradeoff.png"
         break
     return figures
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the registry's cards (model_cards/)
-
-
-def registered_recipes() -> dict[str, str]:
-    """zoo model name -> the recipe (file stem in ``recipes/``) that trains it."""
-    from ..training.recipe import RECIPES_DIR, available_recipes, load_recipe
-
-    out: dict[str, str] = {}
-    if not RECIPES_DIR.is_dir():
-        return out
-    for name in available_recipes():
-        recipe = load_recipe(name)
-        if recipe.model_name and recipe.method != "cure_eff":
-            out.setdefault(recipe.model_name, name)
-    return out
-
-
-def card_for_entry(entry: Any, recipe_name: str | None) -> CardData:
-    """The card of a registered model from the zoo table: published claims if any, else the paper's numbers."""
-    short = entry.arch
-    human = _arch_short(entry.architecture)[1]
-    recipe = preset = None
-    departures: dict[str, Any] = {}
-    if recipe_name:
-        from ..training.recipe import load_recipe, preset_departures
-
-        resolved = load_recipe(recipe_name)
-        recipe, preset, departures = resolved.to_dict(), resolved.preset, preset_departures(resolved)
-    return CardData(
-        model_name=entry.name,
-        method=entry.method,
-        architecture=entry.architecture,
-        arch_label=human,
-        dataset=entry.dataset,
-        license=entry.license,
-        registered_name=entry.name,
-        params=_param_count(entry.architecture, entry.num_classes, {}),
-        paper_rows=reported_for(entry.method, short, entry.dataset),
-        recipe=recipe,
-        recipe_name=recipe_name,
-        preset=preset,
-        preset_departures=departures,
-        hub_repo=entry.repo_id if entry.published else None,
-        published_revision=entry.revision if entry.published else None,
-        published_claims=dict(entry.claims) if entry.published else {},
-    )
-
-
-def write_registered_cards(out_dir: str | Path) -> list[Path]:
-    """``out_dir/<name>/README.md`` for every CURE model and every baseline that has a recipe, regenerated;
-    cards of models no longer in that set are removed."""
-    from ..models.zoo import ZOO
-
-    out_dir = Path(out_dir)
-    recipes = registered_recipes()
-    written = []
-    for entry in ZOO:
-        if entry.weights_source != "hub" or not (entry.method == "cure" or entry.name in recipes):
-            continue
-        card = card_for_entry(entry, recipes.get(entry.name))
-        written.append(write_text_atomic(out_dir / entry.name / CARD_FILE, render_card(card)))
-    keep = {p.parent.name for p in written}
-    for old in out_dir.glob("*/" + CARD_FILE):
-        if old.parent.name not in keep:
-            old.unlink()
-            if not any(old.parent.iterdir()):
-                old.parent.rmdir()
-    return written

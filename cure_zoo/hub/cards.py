@@ -8,7 +8,8 @@ training recipe, figures, verification, limitations and the citation.
 
 A card either describes measured weights (``CardData.claims`` set, from ``cure-zoo card RUN_DIR``) or a
 registered model without weights (``claims`` None): then it says so plainly and shows only the paper's
-numbers. Building the data is :mod:`.card_builder`'s job; this module only renders it.
+numbers. Building the data is the job of :mod:`.card_builder` (runs) and :mod:`.registry_cards` (the
+registry); this module only renders it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from .paper_results import ARXIV_ID, ARXIV_URL, PAPER_AUTHORS, PAPER_TITLE, PAPE
 
 HF_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "svhn": "ufldl-stanford/svhn"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
-METHOD_NAMES = {**METHODS, "cure_eff": "CURE-Eff (natural warm-up, then CURE, in one budget; paper App. B)"}
 # result key -> (short name for tables and model-index, what it is)
 METRICS = {
     "nat": ("Nat", "clean accuracy"),
@@ -241,7 +241,7 @@ class _NoAliasDumper(yaml.SafeDumper):
 def _title(card: CardData) -> str:
     what = (
         f"{card.arch_label} trained on {DATASET_NAMES.get(card.dataset, card.dataset)} with "
-        f"{METHOD_NAMES.get(card.method, card.method)}"
+        f"{METHODS.get(card.method, card.method)}"
     )
     lines = [
         f"# {card.model_name}",
