@@ -174,3 +174,26 @@ def test_grad_stats_cli_refuses_a_damaged_metrics_file_in_one_line(tmp_path, cap
     assert main(["analyze", "grad-stats", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metrics.jsonl" in err and not (tmp_path / "out").exists()
+
+
+def test_records_before_a_mid_epoch_stop_survive_the_resumption(tmp_path, monkeypatch):
+    from cure_zoo.training import RunInterrupted
+    from cure_zoo.training.trainer import Trainer
+
+    values = {"method": "st", **TINY, "data.train_examples": 96, "eval.every": 0, "run.grad_stats_every": 1}
+    whole = train(load_recipe(None, values), tmp_path / "whole")
+    original = Trainer.train_step
+
+    def stop_at_step_2(self, epoch, epoch_idx, step, ctx):
+        self._stop_requested = step == 1  # the stop flag rides on the step's all-reduce: stop after step 2
+        return original(self, epoch, epoch_idx, step, ctx)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_2)
+    with pytest.raises(RunInterrupted):
+        train(load_recipe(None, values), tmp_path / "cut")
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = train(load_recipe(None, values), tmp_path / "cut")
+    assert resumed.resumed
+    steps = [g["global_step"] for g in resumed.metrics[0]["grad_stats"]]
+    assert steps == [1, 2, 3]
+    assert resumed.metrics[0]["grad_stats"] == whole.metrics[0]["grad_stats"]
