@@ -32,10 +32,13 @@ LOG = Path(__file__).resolve().parent / "campaign.jsonl"
 # What a finished training run ships (the checkpoint stays behind).
 RUN_FILES = ("model.safetensors", "config.json", "train_hparams.yaml", "metrics.jsonl")
 # The evaluation: every attack of the card on the same images, in chunks of CHUNK test images (each chunk one
-# process and one file, committed when done), so that a stopped campaign resumes between chunks.
+# process and one file, committed when done), so that a stopped campaign resumes between chunks. A chunk is
+# measured by cure_zoo's chunked evaluation (cure_zoo.evaluation.evaluate_chunked): its file is the chunk's
+# cure_zoo.eval/1 JSON, written atomically with a sidecar (<file>.sha256) recording its sha256 and inputs.
 ATTACKS = "nat,pgd20,pgd100,cw20,aa,sweep"
 CHUNK = 100
 CHUNKS = Path(__file__).resolve().parent / "eval_chunks"
+CHUNK_NAME = "chunk_{start:04d}_{stop:04d}.json"  # test images start to stop - 1
 
 
 @dataclass(frozen=True)
@@ -178,23 +181,38 @@ def train_stage(args: argparse.Namespace) -> None:
 
 
 def chunk_path(r: Run, start: int, stop: int, chunks: Path = CHUNKS) -> Path:
-    return chunks / r.zoo_name / f"chunk_{start:04d}_{stop:04d}.json"
+    return chunks / r.zoo_name / CHUNK_NAME.format(start=start, stop=stop)
 
 
 def eval_chunk(model_dir: str, start: int, stop: int, out: str) -> None:
-    """One chunk of the evaluation (run in its own process)."""
+    """One chunk of the evaluation (run in its own process): test images start to stop - 1, written to OUT."""
     import torch
 
     from cure_zoo.data import load_bundled
-    from cure_zoo.evaluation import evaluate
+    from cure_zoo.evaluation import evaluate_chunked
 
     torch.set_num_threads(1)
     images = load_bundled("cifar10", "test").slice(start, stop)
-    result = evaluate(model_dir, images, ATTACKS, batch_size=CHUNK, aa_batch_size=CHUNK, device="cpu", progress=False)
-    result.save(out)
+    out_path = Path(out)
+    evaluate_chunked(
+        model_dir,
+        images,
+        ATTACKS,
+        state_dir=out_path.parent,
+        keyed=False,  # the chunks of one model share its folder
+        keep=True,
+        chunk_size=CHUNK,  # one chunk: stop - start <= CHUNK
+        chunk_name=out_path.name.replace("{", "{{").replace("}", "}}"),  # exactly OUT
+        batch_size=CHUNK,
+        aa_batch_size=CHUNK,
+        device="cpu",
+        progress=False,
+    )
 
 
 def eval_stage(args: argparse.Namespace) -> None:
+    from cure_zoo.io import checked_sidecar
+
     bundled = Path(args.bundled_dir)
     n = args.n_examples
     # Breadth first: every model gets the first chunk before any gets the second.
@@ -221,7 +239,8 @@ def eval_stage(args: argparse.Namespace) -> None:
         accuracy = {k: v["accuracy"] for k, v in result["results"].items() if isinstance(v, dict) and "accuracy" in v}
         log({"run": key, "event": "evaluated", "images": [int(start), int(stop)], "wall_s": wall, "acc": accuracy})
         if args.commit:
-            commit([path, LOG], f"cifar10_5k: {job.zoo_name} evaluated on test images {start}-{int(stop) - 1}")
+            shipped = [path, *[p for p in [checked_sidecar(path)] if p.is_file()], LOG]
+            commit(shipped, f"cifar10_5k: {job.zoo_name} evaluated on test images {start}-{int(stop) - 1}")
 
     Stage(args.jobs).run(jobs, start_job, finished, lambda job: True)
 
