@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from cure_zoo.data import load_bundled  # noqa: E402
 from cure_zoo.evaluation import parse_eps  # noqa: E402
 from cure_zoo.evaluation.autoattack import run_autoattack  # noqa: E402
-from cure_zoo.evaluation.engine import library_versions  # noqa: E402
 from cure_zoo.evaluation.sharding import shard_bounds  # noqa: E402
 from cure_zoo.io import write_json_atomic  # noqa: E402
+from cure_zoo.version import library_versions  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -49,11 +49,11 @@ from cure_zoo.evaluation.engine import (  # noqa: E402
     attack_batch,
     attack_mode,
     in_memory_format,
-    library_versions,
     resolve_memory_format,
 )
 from cure_zoo.evaluation.protocol import parse_attacks  # noqa: E402
 from cure_zoo.io import write_json_atomic, write_text_atomic  # noqa: E402
+from cure_zoo.version import library_versions  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 EPS, STEP, STEPS = 8 / 255, 0.003, 20

@@ -50,9 +50,10 @@ import bench_training  # noqa: E402
 
 import cure_zoo  # noqa: E402,F401
 from cure_zoo.evaluation import evaluate  # noqa: E402
-from cure_zoo.evaluation.engine import library_versions, numerics_settings  # noqa: E402
+from cure_zoo.evaluation.engine import numerics_settings  # noqa: E402
 from cure_zoo.io import write_json_atomic, write_text_atomic  # noqa: E402
 from cure_zoo.training import load_recipe, train  # noqa: E402
+from cure_zoo.version import library_versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

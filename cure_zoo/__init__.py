@@ -9,8 +9,7 @@
 from . import models
 from .errors import CureZooError, PretrainedWeightsError, UnknownModelError, WeightsIntegrityError
 from .models.zoo import ZOO, ZooEntry
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ZOO",

@@ -1,9 +1,18 @@
-"""Joining the process group that ``torchrun`` describes, and choosing each process's device: shared by
-training (data parallel) and evaluation (sharded images).
+"""``torch.distributed`` for the whole package: joining the process group that ``torchrun`` describes,
+choosing each process's device, and the few collectives training (data parallel) and evaluation (sharded
+images) use. Without an initialised process group every collective is a no-op for one process.
 
 torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT`` or
 a rendezvous) are all it takes, so single-node, multi-node and ``--max-restarts`` runs work the torchrun way:
 NCCL on GPUs, gloo on the CPU.
+
+Training does not wrap the model in ``DistributedDataParallel``: CURE needs the all-reduced gradients of two
+extra objectives (CE on clean and on adversarial inputs, taken with ``torch.autograd.grad``), which DDP's
+accumulate-grad hooks never see. Every method instead scales its local loss by the process's share of the
+global batch and the gradients are summed with one bucketed :func:`all_reduce_sum_` per gradient set. All
+processes then hold the same averaged gradient, take the same optimizer step and stay identical; BatchNorm
+buffers are broadcast from rank 0 after each step (:func:`broadcast_module_`, what DDP's
+``broadcast_buffers`` does).
 """
 
 from __future__ import annotations
@@ -14,14 +23,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from .errors import CureZooError
 
 T = TypeVar("T")
+
+_BUCKET_BYTES = 64 << 20
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -210,3 +222,69 @@ def rank_zero_first(fn: Callable[[], T]) -> T:
 
 class RankZeroFailed(CureZooError, RuntimeError):
     """What the other ranks raise when ``rank_zero_first``'s function failed on rank 0."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# collectives (no-ops for one process)
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised default process group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (a one-element list without a process group); gloo and NCCL."""
+    _, world_size = world()
+    if world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum_(tensors: list[torch.Tensor]) -> None:
+    """Sum ``tensors`` over all processes, in place, in buckets of flattened tensors (one call per bucket)."""
+    if world()[1] == 1 or not tensors:
+        return
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for t in tensors + [None]:
+        if t is not None:
+            bucket.append(t)
+            size += t.numel() * t.element_size()
+        if bucket and (t is None or size >= _BUCKET_BYTES):
+            flat = _flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            for dst, src in zip(bucket, _unflatten_dense_tensors(flat, bucket), strict=True):
+                dst.copy_(src)
+            bucket, size = [], 0
+
+
+def broadcast_(tensors: list[torch.Tensor], src: int = 0) -> None:
+    """Copy rank ``src``'s values of ``tensors`` to every process (buffers, initial weights)."""
+    if world()[1] == 1 or not tensors:
+        return
+    flat = _flatten_dense_tensors(tensors)
+    dist.broadcast(flat, src)
+    for dst, val in zip(tensors, _unflatten_dense_tensors(flat, tensors), strict=True):
+        dst.copy_(val)
+
+
+def broadcast_module_(module: torch.nn.Module, params: bool = True, buffers: bool = True) -> None:
+    """Make every process's ``module`` equal to rank 0's (floating-point and integer tensors alike)."""
+    tensors = ([p.data for p in module.parameters()] if params else []) + (
+        [b for b in module.buffers()] if buffers else []
+    )
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        broadcast_(group)
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()

@@ -275,7 +275,7 @@ def contract_config(
     model_args: dict | None = None,
     **zoo,
 ) -> dict:
-    """A run directory's config.json as the team contract describes it (timm's format + the cure_zoo block)."""
+    """A run directory's config.json as cure_zoo.training.outputs writes it (timm's format + the cure_zoo block)."""
     return {
         "architecture": architecture,
         "num_classes": num_classes,

@@ -35,7 +35,7 @@ def test_wilson_interval_at_the_edges_stays_in_range():
 
 def test_nrr_is_the_harmonic_mean_and_reproduces_the_paper_table_1():
     # CURE ResNet-18 CIFAR-10, reported in the paper: Nat 86.76, CW 52.48, NRR printed as 65.04 -- the formula
-    # gives 65.40 (a transposition typo in the paper, see the method spec).
+    # gives 65.40 (a transposition typo in the paper).
     assert nrr(86.76, 52.48) == pytest.approx(65.40, abs=0.005)
     assert nrr(50, 50) == 50 and nrr(0, 0) == 0 and nrr(100, 0) == 0
 

@@ -39,7 +39,7 @@ def test_every_printed_nrr_and_sum_matches_its_formula_or_carries_a_note():
                 # the row's note explains this very number
                 assert any(f"{printed:.2f}" in n and f"{formula:.2f}" in n for n in r.notes), (r, key, formula)
     assert sorted(mismatches) == [
-        # the typo the method spec found (§9, item 34), printed in Tables 1, 4 and 5
+        # the transposition typo, printed in Tables 1, 4 and 5
         (1, "CURE", "resnet18", "cifar10", "nrr_cw", 65.04, 65.4),
         (2, "MART", "resnet18", "svhn", "nrr_cw", 61.25, 62.93),
         (4, "CURE", "resnet18", "cifar10", "nrr_cw", 65.04, 65.4),

@@ -58,8 +58,8 @@ def float64_resnet(pretrained: bool = False, groupnorm: bool = False, **kwargs):
 
 
 def main(argv: list[str]) -> int:
+    from cure_zoo import distributed as du
     from cure_zoo.io import save_weights
-    from cure_zoo.training import distributed as du
     from cure_zoo.training.recipe import load_recipe, parse_override
     from cure_zoo.training.trainer import RunInterrupted, Trainer
 

@@ -63,8 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train (or list/print recipes). User errors are raised for the caller to print as one line."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from cure_zoo.distributed import shutdown_distributed
     from cure_zoo.training import RunInterrupted, available_recipes, load_recipe, train
-    from cure_zoo.training.distributed import shutdown_distributed
     from cure_zoo.training.recipe import recipe_to_yaml
 
     if args.list:

@@ -33,12 +33,6 @@ STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 _BUDGET_TOL = 1e-5
 
 
-def pyautoattack_version() -> str:
-    import pyautoattack
-
-    return getattr(pyautoattack, "__version__", "unknown")
-
-
 @dataclass
 class AutoAttackOutcome:
     robust: torch.Tensor  # bool [N], True = still correctly classified after all sub-attacks

@@ -32,13 +32,14 @@ from ..attacks import (
     pgd,
 )
 from ..data import ImageSet, get_dataset_info
-from ..distributed import resolve_device
+from ..distributed import all_gather_object, resolve_device, world
 from ..errors import CureZooError
-from .autoattack import STANDARD_ATTACKS, pyautoattack_version, run_autoattack
+from ..version import library_versions
+from .autoattack import STANDARD_ATTACKS, run_autoattack
 from .metrics import stage_summary, sum_counts, summarise
 from .protocol import AttackSpec, default_eps, parse_attacks, parse_eps, parse_norm
 from .result import EvalResult
-from .sharding import gather, gather_masks, shard_bounds, world
+from .sharding import gather_masks, shard_bounds
 
 DEFAULT_ATTACKS = ("nat", "pgd20", "cw20", "aa")
 DEFAULT_BATCH_SIZE = 128
@@ -74,24 +75,6 @@ def tf32_allowed(allow: bool | None) -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
         torch.set_float32_matmul_precision(precision)
-
-
-def library_versions() -> dict[str, str]:
-    import numpy
-    import timm
-    import torchvision
-
-    from .. import __version__
-
-    return {
-        "cure_zoo": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "pyautoattack": pyautoattack_version(),
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _describe_model(model: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -322,7 +305,7 @@ def evaluate(
             times[spec.name] = time.perf_counter() - t0
 
     masks = gather_masks(masks)
-    per_rank = gather(
+    per_rank = all_gather_object(
         {
             "flags": flags,
             "times": times,

@@ -1,7 +1,7 @@
 """The result of an evaluation and its JSON form (schema ``cure_zoo.eval/1``).
 
 The JSON, written atomically by :meth:`EvalResult.save`, is what model cards quote and ``cure-zoo verify``
-compares against. It follows the team contract, with these precisions:
+compares against. Its fields, precisely:
 
 - ``dataset.indices`` is a list of half-open ``[start, stop)`` ranges of official test-split indices
   (``[[0, 1000]]`` for the first 1,000 images), so 10,000 indices stay one line; :attr:`EvalResult.indices`

@@ -7,17 +7,9 @@ result (rank 0 writes it). Without an initialised process group everything is a 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.distributed as dist
 
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised default process group, else ``(0, 1)``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from ..distributed import all_gather_object
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -25,17 +17,7 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return rank * n // world_size, (rank + 1) * n // world_size
 
 
-def gather(obj: Any) -> list[Any]:
-    """Every rank's ``obj``, in rank order (a one-element list without a process group)."""
-    _, world_size = world()
-    if world_size == 1:
-        return [obj]
-    out: list[Any] = [None] * world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def gather_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Concatenate each rank's per-sample masks (CPU bool tensors) in rank order."""
-    parts = gather({k: v.cpu().numpy() for k, v in masks.items()})
+    parts = all_gather_object({k: v.cpu().numpy() for k, v in masks.items()})
     return {k: torch.cat([torch.from_numpy(p[k]) for p in parts]) for k in masks}

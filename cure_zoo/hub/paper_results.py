@@ -6,7 +6,7 @@ baselines. Every value is in percent on the full test split, exactly as printed;
 Nothing here is measured by cure-zoo, and cards label these numbers "reported in the paper".
 
 Metric keys are the evaluation engine's result names: ``nat``, ``pgd20``, ``pgd100``, ``cw20`` (the paper's
-"C&W" column, which is the L-inf CW-margin PGD; see the method spec §9), ``aa`` (AutoAttack), ``nrr_cw``
+"C&W" column, which is the L-inf CW-margin PGD), ``aa`` (AutoAttack), ``nrr_cw``
 (NRR with Rob = C&W; Tables 1, 2, 4, 5, 6), ``nrr_aa`` and ``sum_aa`` (Rob = AA; Table 8), and for Table 3
 (robust overfitting) ``nat_best``, ``nat_last``, ``nat_delta``, ``aa_best``, ``aa_last``, ``aa_delta``.
 """
@@ -36,10 +36,10 @@ TABLE_CAPTIONS = {
 # Where a printed number disagrees with its own formula (NRR = 2*Nat*Rob/(Nat+Rob), SUM = Nat + AA) by more
 # than rounding, or with the same quantity printed elsewhere. Recorded as printed, explained here.
 NRR_TYPO_TABLE1_R18 = (
-    "printed NRR 65.04 is a transposition typo: 2*86.76*52.48/(86.76+52.48) = 65.40 (method spec §9, item 34)"
+    "printed NRR 65.04 is a transposition typo: 2*86.76*52.48/(86.76+52.48) = 65.40 (NRR as App. F.2 defines it)"
 )
 CURE_R18_PGD20_TABLE5 = "PGD-20 printed as 54.90 here but 54.92 in Tables 1 and 4 (same model)"
-# Found by tests/test_paper_results.py (not in the method spec): printed values that do not follow from the
+# Found by tests/test_paper_results.py: printed values that do not follow from the
 # same row's accuracies either.
 NRR_MISMATCH_TABLE2_MART_SVHN = (
     "printed NRR 61.25 does not follow from the row's Nat and C&W: 2*88.10*48.95/(88.10+48.95) = 62.93"

@@ -183,7 +183,7 @@ def load_weights_strict(
     timm's fine-tuning convention, asked for explicitly with ``num_classes`` != the weights' class count
     (``reset_classifier``): the classifier is then left freshly initialised, and that is logged."""
     state_dict = checkpoint_filter_fn(read_weights(file), model)
-    classifier = model.pretrained_cfg.get("classifier") or "fc"
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "fc"
     if reset_classifier:
         for key in (f"{classifier}.weight", f"{classifier}.bias"):
             state_dict.pop(key, None)

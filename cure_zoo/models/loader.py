@@ -83,25 +83,15 @@ def _factory_model(spec: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def _load_weights_file(model: nn.Module, weights: str) -> str:
-    """Load a ``.safetensors`` state dict into ``model`` (strict: every key, every shape); its sha256."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def _load_weights_file(model: nn.Module, weights: str, name: str) -> str:
+    """Load a ``.safetensors`` file into ``model`` the one strict way (every key, every shape:
+    :func:`load_weights_strict`); its sha256."""
     path = Path(weights)
     if path.suffix != ".safetensors":
         raise CureZooError(f"--weights {weights}: only .safetensors files are loaded (a pickle can run code)")
     if not path.is_file():
         raise CureZooError(f"--weights {weights} does not exist")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise CureZooError(f"cannot read {weights} as safetensors ({' '.join(str(err).split())[:120]})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = " ".join(str(err).split())[:200]
-        raise CureZooError(f"the weights in {weights} do not fit the model ({first})") from None
+    load_weights_strict(model, path, name)
     return sha256_file(path)
 
 
@@ -116,11 +106,11 @@ def load_model(spec: str, pretrained: bool = True, weights: str | None = None, *
         raise CureZooError(f"--weights goes with a timm model name or a factory, not with {spec} (it has its own)")
     if _FACTORY.match(spec):
         model = _factory_model(spec, **kwargs).eval()
-        sha = _load_weights_file(model, weights) if weights else None
+        sha = _load_weights_file(model, weights, spec) if weights else None
         return LoadedModel(model, spec, spec, weights, sha, None)
     if weights is not None and _is_registered(spec):
         model = timm.create_model(spec, pretrained=False, **kwargs).eval()
-        return LoadedModel(model, spec, spec, weights, _load_weights_file(model, weights), find_entry(spec))
+        return LoadedModel(model, spec, spec, weights, _load_weights_file(model, weights, spec), find_entry(spec))
     if spec.startswith("hf-hub:"):
         model = _create_from_hub(spec, pretrained, **kwargs)
         name = model.pretrained_cfg.get("architecture", spec)

@@ -16,19 +16,24 @@ import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..data.catalog import get_dataset_info
 
 HF_ORG_ENV = "CURE_ZOO_HF_ORG"
 DEFAULT_HF_ORG = "cure-zoo"
 
+# training method -> what it is: the one list of methods (the zoo's names, the recipes' ``method``, the cards)
 METHODS = {
     "cure": "CURE (Conserve-Update-Revise; Gowda et al., ICLR 2024)",
     "st": "standard (natural) training",
     "at": "PGD adversarial training (Madry et al., ICLR 2018)",
     "trades": "TRADES (Zhang et al., ICML 2019)",
+    "cure_eff": "CURE-Eff (natural warm-up, then CURE, in one budget; paper App. B)",
 }
+MethodName = Literal[tuple(METHODS)]  # a recipe's ``method``
+# the methods registered for every paper pair; CURE-Eff is a recipe (paper App. B), not a zoo model
+ZOO_METHODS = tuple(m for m in METHODS if m != "cure_eff")
 
 # short architecture name -> (timm architecture entrypoint, human name)
 ARCHITECTURES = {
@@ -148,9 +153,7 @@ def _hub_entry(method: str, arch: str, dataset: str) -> ZooEntry:
     return ZooEntry(method, arch, dataset, revision=record.get("revision"), claims=record.get("claims", {}))
 
 
-ZOO: list[ZooEntry] = [
-    _hub_entry(method, arch, dataset) for arch, dataset in PAPER_PAIRS for method in ("cure", "st", "at", "trades")
-]
+ZOO: list[ZooEntry] = [_hub_entry(method, arch, dataset) for arch, dataset in PAPER_PAIRS for method in ZOO_METHODS]
 ZOO.append(
     ZooEntry(
         "st",

@@ -6,9 +6,9 @@ random choice of a step (the epoch's shuffle, crop offsets, flips) is a pure fun
 ``(seed, epoch, step)`` and is drawn for the *global* batch, of which each process takes its slice: a run
 resumed mid-epoch, or split over any number of processes, sees exactly the same images.
 
-Augmentation is the paper's (spec D15): ``RandomCrop(32, padding=4)`` with zero padding and
-``RandomHorizontalFlip()``, the same distribution as torchvision's transforms, computed on the batch. Pixels
-stay in [0, 1]; there is no normalisation.
+Augmentation is the paper's (CURE paper, App. F.1: random crop and random flip): ``RandomCrop(32,
+padding=4)`` with zero padding and ``RandomHorizontalFlip()``, the same distribution as torchvision's
+transforms, computed on the batch. Pixels stay in [0, 1]; there is no normalisation.
 """
 
 from __future__ import annotations

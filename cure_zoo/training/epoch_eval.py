@@ -1,8 +1,8 @@
 """The per-epoch check: natural and PGD-20 accuracy of the training model on a fixed held-out set.
 
-PGD-20 follows the paper's evaluation (spec D17): CE objective, eps 8/255, step 0.003, uniform random start,
-model in eval mode, the final iterate classified (clean mistakes count as robust mistakes; non-finite logits
-count as mistakes, and their number is recorded as ``nonfinite_logits``). The random starts
+PGD-20 follows the paper's evaluation (CURE paper, Sec. 5 and App. F.1): CE objective, eps 8/255, step
+0.003, uniform random start, model in eval mode, the final iterate classified (clean mistakes count as robust
+mistakes; non-finite logits count as mistakes, and their number is recorded as ``nonfinite_logits``). The random starts
 come from a generator seeded with ``eval.seed`` each time, so epochs are compared on the same starts. This is
 a training monitor; the published numbers come from ``cure_zoo.evaluation``.
 """

@@ -16,9 +16,7 @@ The names, and the rule for what may leave the directory, are :mod:`cure_zoo.run
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +24,14 @@ import torch.nn as nn
 
 from ..io import atomic_write, save_weights, sha256_file, write_text_atomic
 from ..rundir import CONFIG_BLOCK, CONFIG_FILE, HPARAMS_FILE, METRICS_FILE, WEIGHTS_FILE
+from ..version import __version__
 from .recipe import Recipe, recipe_to_yaml
-
-_PACKAGES = ("torch", "torchvision", "timm", "safetensors", "numpy", "cure-zoo")
-
-
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name.replace("-", "_")] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name.replace("-", "_")] = "not installed"
-    return out
 
 
 def code_revision() -> str:
     """The git commit of the cure_zoo checkout this code runs from (``+dirty`` with uncommitted changes), or,
     for an installed package, ``cure-zoo==VERSION`` (git is asked only about a checkout of cure_zoo itself,
     never about a repository the package happens to be installed in)."""
-    from .. import __version__
-
     root = Path(__file__).resolve().parents[2]
     installed = f"cure-zoo=={__version__}"
     if not (root / ".git").exists() or not (root / "pyproject.toml").is_file():

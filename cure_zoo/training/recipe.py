@@ -31,9 +31,9 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import CureZooError
+from ..models.zoo import MethodName
 from ..parsing import load_yaml, parse_number
 
-METHODS = ("st", "at", "trades", "cure", "cure_eff")
 CURE_METHODS = ("cure", "cure_eff")
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # package data: ships in the wheel
 
@@ -155,7 +155,7 @@ class RunConfig:
 @dataclass
 class Recipe:
     name: str = "unnamed"
-    method: Literal["st", "at", "trades", "cure", "cure_eff"] = "cure"
+    method: MethodName = "cure"
     model_name: str | None = None  # the zoo model this recipe produces, e.g. cure_resnet18_cifar10
     preset: Literal["paper", "official"] | None = None
     description: str = ""
@@ -178,7 +178,7 @@ class Recipe:
         return self.method in CURE_METHODS
 
 
-# The two named CURE settings (spec section 13 vs the authors' code). Keys are dotted recipe keys.
+# The two named CURE settings (the CURE paper's App. F.1 and Table 9 vs the authors' code). Keys are dotted recipe keys.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "cure.masking": "rgp",

@@ -1,6 +1,7 @@
 """CURE's revision model f_rho: a stochastic momentum update (SMU) of the training model (paper Eq. 7).
 
-After every optimizer step (spec D9, D10)::
+After every optimizer step (CURE paper, Eq. 7 and App. A, Algorithm 1 lines 13-15; the decaying revision
+rate of App. F.1)::
 
     t = t + 1
     if rate decay is on and epoch > rate_decay_after:  r = r / 2   ('code': every step; 'per_epoch': once per epoch)

@@ -1,6 +1,6 @@
 """Robust Gradient Prominence (paper Eq. 6) and the per-tensor gradient masks built from it.
 
-For every masked parameter tensor W (spec D5-D8)::
+For every masked parameter tensor W (CURE paper, Sec. 4, Eq. 6; App. A, Algorithm 1 lines 19-20)::
 
     s_W = alpha * |g_nat[W]| + (1 - alpha) * |g_adv[W]|         # element-wise score ('rgp', the paper)
     tau = percentile(s_W, p)                                     # linear interpolation, as numpy's
@@ -61,8 +61,8 @@ def masked_parameter_names(model: nn.Module, masking: str) -> list[str]:
     """Names of the parameter tensors whose gradients are masked.
 
     ``rgp``: every parameter except the final classifier (weight and bias), stem, shortcuts and BatchNorm
-    included (spec D6). ``rgp_soft``: parameters with ``conv1`` in their name, except the first parameter
-    (the stem), as the official code selects them. ``none``: nothing.
+    included (CURE paper, Algorithm 1 line 19: every layer). ``rgp_soft``: parameters with ``conv1`` in their
+    name, except the first parameter (the stem), as the official code selects them. ``none``: nothing.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if masking == "none":

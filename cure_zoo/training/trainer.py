@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from .. import distributed as du
 from ..errors import CureZooError
 from ..rundir import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, CONFIG_BLOCK
-from . import distributed as du
+from ..version import library_versions
 from .checkpoint import capture_rng_state, checkpoint_mismatch, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
@@ -34,7 +35,6 @@ from .modeling import build_model, compile_model, load_init_weights, sync_batchn
 from .outputs import (
     code_revision,
     final_paths,
-    library_versions,
     read_metrics,
     write_config,
     write_hparams,

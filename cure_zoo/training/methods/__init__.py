@@ -14,12 +14,9 @@ from .cure import Cure, CureEff
 from .st import NaturalTraining
 from .trades import Trades
 
+# method name (cure_zoo.models.zoo.METHODS) -> its class, by the class's own ``name``
 METHOD_CLASSES: dict[str, type[Method]] = {
-    "st": NaturalTraining,
-    "at": AdversarialTraining,
-    "trades": Trades,
-    "cure": Cure,
-    "cure_eff": CureEff,
+    cls.name: cls for cls in (NaturalTraining, AdversarialTraining, Trades, Cure, CureEff)
 }
 
 

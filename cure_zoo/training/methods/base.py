@@ -87,7 +87,7 @@ class Method:
         ctx.reduce_([p.grad for p in self.trainable() if p.grad is not None])
 
     def adversarial(self, batch: Batch, ctx: StepContext, cfg: AttackConfig, alpha: float = 0.0) -> torch.Tensor:
-        """The inner maximisation, with the model in eval mode (BatchNorm on running statistics, spec D3) and
+        """The inner maximisation, with the model in eval mode (BatchNorm on running statistics) and
         its parameters frozen (only input gradients are needed).
 
         ``ce``: maximise CE(f(x'), y). ``kl``: maximise KL(p(x) || p(x')) with p(x) from one no-grad
@@ -125,5 +125,5 @@ class Method:
 
 def trades_terms(z_nat: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE on clean logits, KL(p_nat || p_adv)), both batch means; the KL's gradient flows into both logits
-    (TRADES convention, spec D1)."""
+    (the TRADES convention; CURE paper, Eq. 5)."""
     return ce_loss(z_nat, y).mean(), kl_logits_loss(z_adv, z_nat).mean()

@@ -1,6 +1,6 @@
 """CURE (Conserve-Update-Revise; Gowda et al., ICLR 2024) and CURE-Eff (its App. B variant).
 
-One step (spec section 2, defaults D1-D10):
+One step (CURE paper, Sec. 4, Eqs. 4-8; App. A, Algorithm 1):
 
 1. x_adv from the TRADES KL attack (eval-mode BatchNorm, start x + 0.001 N(0, I));
 2. two separate train-mode forwards of f_theta (clean, then adversarial) and two no-grad train-mode forwards
@@ -129,7 +129,7 @@ class Cure(Method):
 
 
 class CureEff(Cure):
-    """Natural warm-up, then CURE, within one epoch budget (App. B; spec D16)."""
+    """Natural warm-up, then CURE, within one epoch budget (CURE paper, App. B)."""
 
     name = "cure_eff"
 
