@@ -14,14 +14,29 @@ from pathlib import Path
 MODEL_HELP = "registered name, hf-hub:ORG/NAME, run directory or .safetensors"
 
 
-def _common(p: argparse.ArgumentParser, *, images: bool = True, n_default: int = 1000) -> None:
-    p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
-    if images:
-        p.add_argument("--n-examples", type=int, default=n_default, help=f"first N test images (default {n_default})")
-        p.add_argument("--data-dir", default=None, help="folder with the torchvision dataset; default $CURE_ZOO_DATA")
-        p.add_argument("--no-download", action="store_true", help="never download the dataset")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+def _add_shared_options(
+    p: argparse.ArgumentParser,
+    *,
+    models: bool = True,
+    test_set: bool = True,
+    n_default: int | None = 1000,
+    n_help: str | None = None,
+) -> None:
+    """The options the analysis subcommands share, added in one order: ``--dataset``, ``--n-examples``, then
+    (``test_set``: its images are the test set's) ``--data-dir`` and ``--no-download``, ``--batch-size`` and
+    ``--device`` (all only when it runs ``models``), and ``--out``. ``n_default``/``n_help``: ``--n-examples``'
+    default and help (default: the first N test images)."""
+    if models:
+        p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
+        n_help = n_help or f"first N test images (default {n_default})"
+        p.add_argument("--n-examples", type=int, default=n_default, help=n_help)
+        if test_set:
+            p.add_argument(
+                "--data-dir", default=None, help="folder with the torchvision dataset; default $CURE_ZOO_DATA"
+            )
+            p.add_argument("--no-download", action="store_true", help="never download the dataset")
+        p.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the JSON and the figures")
 
 
@@ -53,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     cka.add_argument("--eps", default="8/255", help="budget of --b-inputs' attack (default 8/255)")
     cka.add_argument("--seed", type=int, default=0, help="seed of --b-inputs' random start (default 0)")
-    _common(cka)
+    _add_shared_options(cka)
     cka.set_defaults(run=run_cka)
 
     mp = sub.add_parser(
@@ -72,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     mp.add_argument("--steps", type=int, default=20, help="PGD steps per bisection probe (default 20)")
     mp.add_argument("--seed", type=int, default=0, help="seed of the PGD starts / FAB (default 0)")
     mp.add_argument("--show", type=int, default=8, help="images in the example figure (default 8)")
-    _common(mp, n_default=200)
+    _add_shared_options(mp, n_default=200)
     mp.set_defaults(run=run_minpert)
 
     co = sub.add_parser(
@@ -88,8 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     co.add_argument("--data-dir", required=True, help="CIFAR-10-C folder (or its parent)")
     co.add_argument("--corruptions", default="standard", help="standard (the 15, default), all (+4 extra) or names")
     co.add_argument("--severities", default="1,2,3,4,5", help="comma-separated, default 1,2,3,4,5")
-    co.add_argument("--n-examples", type=int, default=None, help="first N images of each severity (default all)")
-    _common(co, images=False)
+    _add_shared_options(co, test_set=False, n_default=None, n_help="first N images of each severity (default all)")
     co.set_defaults(run=run_corruptions)
 
     gs = sub.add_parser(
@@ -103,16 +117,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: cure-zoo analyze grad-stats runs/trades runs/cure --out analysis/gradients",
     )
     gs.add_argument("runs", metavar="RUN_DIR", nargs="+", help="training run directory (trained with grad stats on)")
-    gs.add_argument("--out", metavar="DIR", required=True, help="folder for the JSON and the figures")
+    _add_shared_options(gs, models=False)
     gs.set_defaults(run=run_grad_stats)
 
 
-def _images(args: argparse.Namespace):
-    from cure_zoo.data import load_testset
+def _check_n_examples(args: argparse.Namespace) -> None:
     from cure_zoo.errors import CureZooError
 
     if args.n_examples is not None and args.n_examples <= 0:
         raise CureZooError(f"--n-examples must be positive, got {args.n_examples}")
+
+
+def _images(args: argparse.Namespace):
+    from cure_zoo.data import load_testset
+
+    _check_n_examples(args)
     return load_testset(
         args.dataset, data_dir=args.data_dir, n=args.n_examples, download=False if args.no_download else "auto"
     )
@@ -191,8 +210,7 @@ def run_corruptions(args: argparse.Namespace) -> int:
         severities = tuple(int(v) for v in args.severities.split(",") if v.strip())
     except ValueError:
         raise CureZooError(f"--severities takes numbers 1-5, e.g. 1,3,5; got {args.severities!r}") from None
-    if args.n_examples is not None and args.n_examples <= 0:
-        raise CureZooError(f"--n-examples must be positive, got {args.n_examples}")
+    _check_n_examples(args)
     result = evaluate_corruptions(
         args.model, args.data_dir, dataset=args.dataset, corruptions=args.corruptions, severities=severities,
         n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
