@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 # bottom to top; a unit is a subpackage or a top-level module of cure_zoo
 LAYERS = [
-    {"errors", "io", "rundir", "parsing", "version"},
+    {"errors", "io", "rundir", "parsing", "tables", "version"},
     {"distributed", "data", "attacks"},
     {"models"},
     {"evaluation", "training", "analysis"},

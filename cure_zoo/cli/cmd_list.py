@@ -7,7 +7,7 @@ import fnmatch
 import json
 from typing import Any
 
-CLAIM_COLUMNS = [("nat", "Nat"), ("pgd20", "PGD-20"), ("aa", "AA"), ("cw20", "CW-inf"), ("nrr_cw", "NRR")]
+CLAIM_COLUMNS = ("nat", "pgd20", "aa", "cw20", "nrr_cw")  # result keys; names from evaluation.metrics.METRICS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,10 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
-    import timm
-    import torch
-
-    import cure_zoo  # noqa: F401  (registers the models)
+    from cure_zoo.models import param_count
     from cure_zoo.models.zoo import ARCHITECTURES, METHODS, SMALL_SCALE_NOTE, ZOO
 
     rows, params = [], {}
@@ -35,9 +32,7 @@ def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
             continue
         key = (e.architecture, e.num_classes)
         if key not in params:
-            with torch.device("meta"):  # count parameters without allocating them
-                model = timm.create_model(e.architecture, num_classes=e.num_classes)
-            params[key] = sum(p.numel() for p in model.parameters())
+            params[key] = param_count(e.architecture, e.num_classes, {})
         if e.weights_source == "pyautoattack":
             weights = "bundled (pyautoattack)"
         elif e.weights_source == "package":
@@ -66,18 +61,18 @@ def zoo_rows(pattern: str = "*") -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = ["name", "architecture", "dataset", "method", "params", "weights"] + [c for _, c in CLAIM_COLUMNS]
+    from cure_zoo.evaluation.metrics import METRICS
+    from cure_zoo.tables import text_table
+
+    header = ["name", "architecture", "dataset", "method", "params", "weights"] + [METRICS[k][0] for k in CLAIM_COLUMNS]
     lines = [header]
     for r in rows:
-        claims = [f"{r['claims'][k]:.2f}" if k in r["claims"] else "-" for k, _ in CLAIM_COLUMNS]
+        claims = [f"{r['claims'][k]:.2f}" if k in r["claims"] else "-" for k in CLAIM_COLUMNS]
         lines.append(
             [r["name"], r["architecture"], r["dataset"], r["method"], f"{r['params'] / 1e6:.2f}M", r["weights"]]
             + claims
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return text_table(lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,19 @@ import torch
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
+# result key -> (display name: tables, plots, model-index; what it is): the one table of metric names
+METRICS = {
+    "nat": ("Nat", "clean accuracy"),
+    "pgd20": ("PGD-20", "PGD on the cross-entropy, 20 steps"),
+    "pgd100": ("PGD-100", "PGD on the cross-entropy, 100 steps"),
+    "cw20": ("CW-inf", "PGD on the CW margin loss (the paper's C&W column)"),
+    "aa": ("AutoAttack", "AutoAttack, standard version"),
+    "worst": ("worst case", "per-sample worst case over the attacks run"),
+    "nrr_cw": ("NRR (CW-inf)", "2*Nat*Rob/(Nat+Rob), Rob = CW-inf (paper Tables 1, 2)"),
+    "nrr_aa": ("NRR (AA)", "2*Nat*Rob/(Nat+Rob), Rob = AutoAttack (paper Table 8)"),
+    "sum_aa": ("SUM (AA)", "Nat + AutoAttack (paper Table 8)"),
+}
+
 
 def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``correct / n``, in percent.

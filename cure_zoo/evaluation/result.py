@@ -33,6 +33,7 @@ import torch
 
 from ..errors import CureZooError
 from ..io import write_json_atomic
+from ..tables import text_table
 from .autoattack import STANDARD_ATTACKS
 from .metrics import stage_summary, sum_counts, summarise
 
@@ -251,9 +252,7 @@ class EvalResult:
                     f"{r['time_s']:.1f}" if "time_s" in r else "-",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = [text_table(rows)]
         for name, r in self.results.items():
             if isinstance(r, dict) and r.get("stages"):
                 steps = ", ".join(f"{s.upper()} {v['accuracy']:.2f}" for s, v in r["stages"].items())

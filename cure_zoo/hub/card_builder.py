@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import CureZooError
 from ..io import atomic_write, sha256_file, write_json_atomic, write_text_atomic
+from ..models import param_count
 from ..rundir import (
     CARD_FILE,
     CARD_STAGING_PREFIX,
@@ -61,18 +62,6 @@ def arch_names(architecture: str) -> tuple[str | None, str]:
         if entrypoint == architecture:
             return short, human
     return None, architecture
-
-
-def param_count(architecture: str, num_classes: int, model_args: dict[str, Any]) -> int:
-    """Parameters of ``architecture`` built with ``model_args`` (on the meta device: nothing is allocated)."""
-    import timm
-    import torch
-
-    import cure_zoo  # noqa: F401
-
-    with torch.device("meta"):
-        model = timm.create_model(architecture, num_classes=num_classes, **model_args)
-    return sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------------------------------------

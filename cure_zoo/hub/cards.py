@@ -19,23 +19,13 @@ from typing import Any
 
 import yaml
 
+from ..evaluation.metrics import METRICS
 from ..models.zoo import METHODS
+from ..tables import markdown_table
 from .paper_results import ARXIV_ID, ARXIV_URL, PAPER_AUTHORS, PAPER_TITLE, PAPER_VENUE, PaperRow
 
 HF_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "svhn": "ufldl-stanford/svhn"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
-# result key -> (short name for tables and model-index, what it is)
-METRICS = {
-    "nat": ("Nat", "clean accuracy"),
-    "pgd20": ("PGD-20", "PGD on the cross-entropy, 20 steps"),
-    "pgd100": ("PGD-100", "PGD on the cross-entropy, 100 steps"),
-    "cw20": ("CW-inf", "PGD on the CW margin loss (the paper's C&W column)"),
-    "aa": ("AutoAttack", "AutoAttack, standard version"),
-    "worst": ("worst case", "per-sample worst case over the attacks run"),
-    "nrr_cw": ("NRR (CW-inf)", "2*Nat*Rob/(Nat+Rob), Rob = CW-inf (paper Tables 1, 2)"),
-    "nrr_aa": ("NRR (AA)", "2*Nat*Rob/(Nat+Rob), Rob = AutoAttack (paper Table 8)"),
-    "sum_aa": ("SUM (AA)", "Nat + AutoAttack (paper Table 8)"),
-}
 MODEL_INDEX_KEYS = ("nat", "pgd20", "pgd100", "cw20", "aa", "nrr_cw", "nrr_aa")
 PAPER_COLUMNS = ("nat", "pgd20", "pgd100", "cw20", "aa", "nrr_cw", "nrr_aa", "sum_aa")
 TABLE3_COLUMNS = ("nat_best", "nat_last", "nat_delta", "aa_best", "aa_last", "aa_delta")
@@ -120,12 +110,6 @@ def _indices_text(dataset: dict[str, Any]) -> str:
     if ranges and isinstance(ranges[0], list):
         return ", ".join(f"{a}-{b - 1}" for a, b in ranges)
     return f"{len(ranges)} listed indices"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,7 +333,7 @@ def _measured(card: CardData) -> str:
         f"{dataset.get('split', 'test')} split (official indices {_indices_text(dataset)}; "
         f"{dataset.get('source', '')}). Accuracies in percent; the interval is the 95% Wilson score interval.",
         "",
-        _table(header, rows),
+        markdown_table(header, rows),
         "",
         "Protocol: "
         + ", ".join(
@@ -415,7 +399,7 @@ def _paper_section(card: CardData) -> str:
             + [_pct(dict(values)[c]) if c in dict(values) else "-" for c in columns]
             for (method, values), t in merged.items()
         ]
-        lines += [_table(header, rows), ""]
+        lines += [markdown_table(header, rows), ""]
     overfit = [r for r in card.paper_rows if r.table == 3]
     if overfit:
         header = ["reported in", "Nat best", "Nat last", "Nat delta", "AA best", "AA last", "AA delta"]
@@ -423,7 +407,7 @@ def _paper_section(card: CardData) -> str:
             [f"Table {r.table}"] + [_pct(r.metrics[c]) if c in r.metrics else "-" for c in TABLE3_COLUMNS]
             for r in overfit
         ]
-        lines += ["Robust overfitting (Table 3: best vs last epoch):", "", _table(header, rows), ""]
+        lines += ["Robust overfitting (Table 3: best vs last epoch):", "", markdown_table(header, rows), ""]
     notes = list(dict.fromkeys(n for r in card.paper_rows for n in r.notes))
     if notes:
         lines += ["Notes on the printed numbers (kept exactly as printed):", ""] + [f"- {n}" for n in notes] + [""]

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.figures import pyplot, save_png
+from ..evaluation.metrics import METRICS
 from .paper_results import PaperRow
-
-METRIC_AXIS = {"aa": "AutoAttack", "cw20": "CW-inf (C&W)", "pgd20": "PGD-20", "pgd100": "PGD-100"}
 
 
 def epoch_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -103,7 +102,7 @@ def plot_tradeoff(
         label=measured,
     )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    axis = METRIC_AXIS.get(robust_metric, robust_metric)
+    axis = METRICS.get(robust_metric, (robust_metric,))[0]
     ax.set_xlabel(f"robust accuracy, {axis} (%)")
     ax.set_ylabel("natural accuracy (%)")
     ax.set_title(f"Trade-off: dots are reported in the paper (Table {table}); star is measured", fontsize=9)

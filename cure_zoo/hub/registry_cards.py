@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text_atomic
+from ..models import param_count
 from ..rundir import CARD_FILE
-from .card_builder import arch_names, param_count
+from .card_builder import arch_names
 from .cards import CardData, render_card
 from .paper_results import reported_for
 

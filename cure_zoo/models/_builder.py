@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file as load_safetensors
-from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, create_model, register_model, resolve_pretrained_cfg
 
 from ..errors import WeightsIntegrityError
 from ._hub import resolve_weights_file
@@ -252,3 +252,10 @@ def build_zoo_model(model_cls: type[nn.Module], variant: str, pretrained: bool, 
         pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
     )
+
+
+def param_count(architecture: str, num_classes: int, model_args: dict[str, Any]) -> int:
+    """Parameters of ``architecture`` built with ``model_args`` (on the meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        model = create_model(architecture, num_classes=num_classes, **model_args)
+    return sum(p.numel() for p in model.parameters())
