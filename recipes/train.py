@@ -23,18 +23,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status and one-line errors as ``cure-zoo train``'s (:func:`cure_zoo.cli.main.run_command`), the
+    lines prefixed ``error:`` alone."""
     args = parse_args(argv)
     from cure_zoo.cli.cmd_train import run
-    from cure_zoo.errors import user_error_message
+    from cure_zoo.cli.main import run_command
 
-    try:
-        return run(args)
-    except Exception as err:
-        message = user_error_message(err)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    return run_command(run, args, None)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Train (or list/print recipes). User errors are raised for the caller to print as one line."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from cure_zoo.distributed import shutdown_distributed
+    from cure_zoo.errors import CureZooError
     from cure_zoo.training import RunInterrupted, available_recipes, load_recipe, train
     from cure_zoo.training.recipe import recipe_to_yaml
 
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(available_recipes()))
         return 0
     if not args.recipe:
-        print("error: --recipe is required (--list shows the recipes)", file=sys.stderr)
-        return 2
+        raise CureZooError("--recipe is required (--list shows the recipes)")
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

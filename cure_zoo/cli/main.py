@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 # Subcommands, in the order ``--help`` shows them.
 COMMANDS = ["list", "train", "eval", "card", "push", "verify", "analyze"]
@@ -36,23 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command. Exit status: 0 done, 1 a claim does not hold (verify), 2 a usage, input or I/O error
-    (one line on stderr, from :func:`cure_zoo.errors.user_error_message`), 130 interrupted (Ctrl-C)."""
+def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, name: str | None) -> int:
+    """``run(args)``'s exit status, with the command line's error handling (``cure-zoo`` and
+    ``recipes/train.py`` alike): an error a user can fix (:func:`cure_zoo.errors.user_error_message`: a
+    ``CureZooError`` or an ``OSError``) is one line on stderr, ``NAME: error: MESSAGE`` (``error: MESSAGE``
+    when ``name`` is None), and status 2; Ctrl-C is ``NAME: interrupted`` and 130. Anything else is a bug in
+    cure_zoo and keeps its traceback."""
     from ..errors import user_error_message
 
-    args = build_parser().parse_args(argv)
+    prefix = f"{name}: " if name else ""
     try:
-        return int(args.run(args) or 0)
+        return int(run(args) or 0)
     except KeyboardInterrupt:
-        print(f"cure-zoo {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         message = user_error_message(err)
         if message is None:
             raise
-        print(f"cure-zoo {args.command}: error: {message}", file=sys.stderr)
+        print(f"{prefix}error: {message}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 a claim does not hold (verify), 2 a usage, input or I/O error
+    (one line on stderr, see :func:`run_command`), 130 interrupted (Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    return run_command(args.run, args, f"cure-zoo {args.command}")
 
 
 if __name__ == "__main__":
