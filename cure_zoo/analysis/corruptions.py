@@ -32,7 +32,6 @@ from ..io import write_json_atomic
 SCHEMA = "cure_zoo.corruptions/1"
 SEVERITIES = (1, 2, 3, 4, 5)
 PAPER_SEVERITY = 3
-PER_SEVERITY = 10_000  # images per severity in the official files
 STANDARD = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",

@@ -58,15 +58,20 @@ def _torchvision_testset(dataset: str, root: Path, download: bool):
     return cls(str(root), train=False, download=download)
 
 
-def _to_imageset(ds, dataset: str, root: Path) -> ImageSet:
+def torchvision_tensors(ds, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision CIFAR/SVHN dataset's images as one uint8 N x 3 x 32 x 32 tensor, and its int64 labels."""
     if dataset == "svhn":  # torchvision keeps SVHN as N x 3 x 32 x 32 uint8 with labels 0-9
-        images, labels = torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.labels)
+        images, labels = torch.from_numpy(np.ascontiguousarray(ds.data)), ds.labels
     else:  # CIFAR: N x 32 x 32 x 3 uint8
-        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-        labels = torch.as_tensor(ds.targets)
+        images, labels = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))), ds.targets
+    return images, torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
+
+def _to_imageset(ds, dataset: str, root: Path) -> ImageSet:
+    images, labels = torchvision_tensors(ds, dataset)
     n = len(labels)
     source = f"torchvision {type(ds).__name__} test split in {root} (all {n:,} images)"
-    return ImageSet(images.float().div_(255.0), labels.long(), torch.arange(n), dataset, "test", source)
+    return ImageSet(images.float().div_(255.0), labels, torch.arange(n), dataset, "test", source)
 
 
 def load_testset(

@@ -35,7 +35,6 @@ DEFAULT_EPS = 8 / 255
 PGD_STEP_SIZE = 0.003  # the paper's (TRADES') evaluation step
 CW_CONFIDENCE = 50.0
 SWEEP_EPS_255 = (0.25, 0.5, 1, 2, 4, 8)
-NORMS = ("Linf", "L2")
 DEFAULT_EPS_BY_NORM = {"Linf": DEFAULT_EPS, "L2": 0.5}  # L2: RobustBench's CIFAR budget
 L2_STEP_FACTOR = 2.5  # L2 PGD step = 2.5 * eps / steps (Madry et al. 2018)
 SWEEP_EPS_L2 = (0.125, 0.25, 0.5, 1.0)

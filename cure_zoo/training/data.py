@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data import ImageSet, get_dataset_info, load_bundled
+from ..data.testsets import torchvision_tensors
 from ..errors import DatasetError
 from .recipe import DataConfig
 
@@ -67,13 +67,7 @@ def _torchvision_split(dataset: str, root: str, train: bool, download: bool):
             f"{info.torchvision_class} ({'train' if train else 'test'}) not found in {root!r} ({err}); put the "
             f"torchvision files there, pass --set data.root=DIR, or --set data.download=true"
         ) from None
-    if dataset == "svhn":
-        images = torch.from_numpy(np.ascontiguousarray(ds.data))  # already NCHW
-        labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.int64)
-    else:
-        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    return images, labels
+    return torchvision_tensors(ds, dataset)
 
 
 def load_train_set(cfg: DataConfig) -> TrainSet:

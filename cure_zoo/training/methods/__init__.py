@@ -26,4 +26,4 @@ def build_method(
     return METHOD_CLASSES[recipe.method](recipe, model, forward)
 
 
-__all__ = ["METHOD_CLASSES", "Batch", "Method", "StepContext", "build_method"]
+__all__ = ["Batch", "Method", "StepContext", "build_method"]
