@@ -34,7 +34,8 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path, title: str) 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for key, points in sorted(curves.items(), key=lambda kv: kv[0] != "nat_acc"):
-        label = "natural" if key == "nat_acc" else key.removesuffix("_acc").upper().replace("PGD", "PGD-")
+        metric = key.removesuffix("_acc")  # pgd20 -> PGD-20 (METRICS); another step count -> PGD-N
+        label = "natural" if key == "nat_acc" else METRICS.get(metric, (metric.upper().replace("PGD", "PGD-"),))[0]
         epochs, values = zip(*points, strict=True)
         ax.plot(epochs, values, marker="o" if len(points) < 30 else None, ms=3, label=label)
     robust = next((k for k in curves if k != "nat_acc"), None)
