@@ -96,9 +96,11 @@ def test_verify_passes_end_to_end_on_a_real_robust_claim(capsys):
 
 @pytest.mark.slow
 def test_autoattack_equals_pyautoattack_on_a_robust_model_with_all_four_sub_attacks_running():
-    """The CURE 5k model at the standard 8/255: test images 16 and 20 survive all four sub-attacks (its
-    shipped evaluation says so), image 0 does not, so APGD-CE, APGD-T, FAB-T and Square all run; our wrapper
-    and pyautoattack called directly (same seed, same batch) agree per image and bit for bit on the images."""
+    """The CURE 5k model at the standard 8/255: test image 16 survives all four sub-attacks (its shipped
+    evaluation says so), image 0 does not, so APGD-CE, APGD-T, FAB-T and Square all run; our wrapper and
+    pyautoattack called directly (same seed, same batch) agree per image and bit for bit on the images. (This
+    replaces the same check on a tiny fitted model at 0.25/255; one surviving image is what makes it cost a
+    minute per run, so there is one.)"""
     import pyautoattack
 
     from cure_zoo.data import load_bundled
@@ -106,12 +108,12 @@ def test_autoattack_equals_pyautoattack_on_a_robust_model_with_all_four_sub_atta
 
     model = timm.create_model(ROBUST, pretrained=True).eval()
     test = load_bundled("cifar10", "test")
-    pick = [0, 16, 20]
+    pick = [0, 16]
     x, y = test.images[pick], test.labels[pick]
-    ours = run_autoattack(model, x, y, eps=8 / 255, seed=0, batch_size=3, device=torch.device("cpu"))
+    ours = run_autoattack(model, x, y, eps=8 / 255, seed=0, batch_size=2, device=torch.device("cpu"))
     direct = pyautoattack.AutoAttack(model, norm="Linf", eps=8 / 255, version="standard", seed=0, device="cpu")
-    x_direct, y_direct = direct.run_standard_evaluation(x, y, batch_size=3)
+    x_direct, y_direct = direct.run_standard_evaluation(x, y, batch_size=2)
     assert list(ours.accuracy_after) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert set(ours.seconds) == {"apgd-ce", "apgd-t", "fab-t", "square"}
     assert torch.equal(ours.x_adv, x_direct) and torch.equal(ours.robust, y_direct == y)
-    assert ours.robust.tolist() == [False, True, True]
+    assert ours.robust.tolist() == [False, True]
