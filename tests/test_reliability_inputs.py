@@ -297,7 +297,7 @@ def test_sigint_handler_stops_after_the_step_like_sigterm(tmp_path):
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background shell
 
     def step_then_ctrl_c(self, *args, **kwargs):
-        if self.global_step == 1:
+        if self.state.global_step == 1:
             signal.raise_signal(signal.SIGINT)
         return original(self, *args, **kwargs)
 

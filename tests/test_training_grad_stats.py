@@ -185,7 +185,7 @@ def test_records_before_a_mid_epoch_stop_survive_the_resumption(tmp_path, monkey
     original = Trainer.train_step
 
     def stop_at_step_2(self, epoch, epoch_idx, step, ctx):
-        self._stop_requested = step == 1  # the stop flag rides on the step's all-reduce: stop after step 2
+        self.state.stop_requested = step == 1  # the stop flag rides on the step's all-reduce: stop after step 2
         return original(self, epoch, epoch_idx, step, ctx)
 
     monkeypatch.setattr(Trainer, "train_step", stop_at_step_2)

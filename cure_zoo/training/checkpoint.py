@@ -1,8 +1,10 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-``checkpoint.pt`` in the run directory holds the model, the method's state (the revision model), the
-optimizer, the LR scheduler, the position (completed epochs, step within the epoch, global step), the
-best-so-far record and the RNG states of every process. It is written atomically (:func:`cure_zoo.io.save_torch_atomic`)
+``checkpoint.pt`` in the run directory holds the recipe and :meth:`TrainState.state_dict`: the model, the method's
+state (the revision model), the optimizer, the LR scheduler, the position (completed epochs, step within the
+epoch, global step), the epoch's running loss sums and gradient statistics, the best-so-far record, the training
+time and the RNG states of every process. :class:`TrainState` is the one list of what it holds. It is written
+atomically (:func:`cure_zoo.io.save_torch_atomic`)
 after every epoch, every ``checkpoint.every_steps`` steps and on SIGTERM, by rank 0; a run started again in the
 same directory loads it (``torch.load(weights_only=True)``) and continues. Batches, crops, flips and attack starts
 are functions of (seed, epoch, step), so a resumed run computes exactly what an uninterrupted one would.
@@ -11,8 +13,10 @@ are functions of (seed, epoch, step), so a resumed run computes exactly what an 
 from __future__ import annotations
 
 import random
+import signal
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,6 +25,68 @@ from ..errors import CureZooError
 from ..io import save_torch_atomic
 
 FORMAT = "cure_zoo.train_checkpoint/1"
+
+_RUN_ONLY = {"saved": False}  # TrainState fields that live for one run and are never checkpointed
+_IF_ANY = {"if_any": True}  # saved only when non-empty; a checkpoint without it restores the empty default
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class TrainState:
+    """A training run's state: the parts with state of their own (``components``: model, method, optimizer,
+    LR scheduler, each saved under its name) and the bookkeeping. ``state_dict()`` is the checkpoint's content
+    (:func:`save_checkpoint` adds the recipe and the format tag) and ``load_state_dict()`` restores it; the
+    fields marked run-only (the metrics read back from ``metrics.jsonl``, the stop request) are not saved.
+
+    The layout is flat, one key per component and per field, as checkpoints have always been written."""
+
+    components: dict[str, Stateful] = field(default_factory=dict, repr=False, compare=False, metadata=_RUN_ONLY)
+    epochs_done: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # this epoch's per-step loss sums so far
+    epoch_count: int = 0  # the steps in those sums
+    best: dict[str, Any] = field(default_factory=dict)  # the best epoch's check so far (empty: none yet)
+    train_time: float = 0.0  # seconds spent in training steps, over all sessions of the run
+    rng: list[dict[str, Any]] = field(default_factory=list)  # every process's RNG state at the last save
+    grad_stats: list[dict[str, Any]] = field(default_factory=list, metadata=_IF_ANY)  # this epoch's records
+    metrics: list[dict[str, Any]] = field(default_factory=list, metadata=_RUN_ONLY)  # one record per epoch done
+    stop_requested: bool = field(default=False, metadata=_RUN_ONLY)  # SIGTERM/SIGINT: stop after this step
+    stop_signal: int = field(default=signal.SIGTERM, metadata=_RUN_ONLY)
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {name: part.state_dict() for name, part in self.components.items()}
+        for f in _saved_fields():
+            value = getattr(self, f.name)
+            if value or not f.metadata.get("if_any"):
+                out[f.name] = value
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned. A missing entry raises KeyError (a damaged checkpoint);
+        the RNG states are only read here (:func:`restore_rng_state` puts a process's own back)."""
+        for name, part in self.components.items():
+            part.load_state_dict(state[name])
+        for f in _saved_fields():
+            if f.metadata.get("if_any"):
+                setattr(self, f.name, list(state.get(f.name, [])))
+            else:
+                setattr(self, f.name, state[f.name])
+
+    def next_epoch(self, epochs_done: int) -> None:
+        """``epochs_done`` epochs are complete: the position moves to the start of the next one."""
+        self.epochs_done, self.step_in_epoch = epochs_done, 0
+        self.epoch_sums, self.epoch_count = {}, 0
+        self.grad_stats = []
+
+
+def _saved_fields():
+    return [f for f in fields(TrainState) if f.metadata.get("saved", True)]
 
 
 def capture_rng_state() -> dict[str, Any]:

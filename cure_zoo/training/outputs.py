@@ -24,8 +24,9 @@ import torch.nn as nn
 
 from ..io import atomic_write, save_weights, sha256_file, write_text_atomic
 from ..rundir import CONFIG_BLOCK, CONFIG_FILE, HPARAMS_FILE, METRICS_FILE, WEIGHTS_FILE
-from ..version import __version__
-from .recipe import Recipe, recipe_to_yaml
+from ..version import __version__, library_versions
+from .checkpoint import TrainState
+from .recipe import Recipe, preset_departures, recipe_to_yaml
 
 
 def code_revision() -> str:
@@ -51,6 +52,60 @@ def code_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return installed
     return f"{sha}+dirty" if dirty else sha or installed
+
+
+def provenance(
+    recipe: Recipe,
+    state: TrainState,
+    *,
+    weights_sha256: str,
+    init_sha256: str | None,
+    train_source: str,
+    train_examples: int,
+    eval_source: str | None,
+    steps_per_epoch: int,
+    world_size: int,
+    device: str,
+) -> dict[str, Any]:
+    """The ``cure_zoo`` block of a finished run's ``config.json``: what was trained (model, method, dataset,
+    weights sha256, the resolved recipe and its departures from the preset, starting weights), on what data,
+    the training summary (position, time, last and best check) and the code revision and library versions."""
+    r = recipe
+    last = next((m for m in reversed(state.metrics) if "eval" in m), None)
+    summary: dict[str, Any] = {
+        "epochs": state.epochs_done,
+        "global_steps": state.global_step,
+        "steps_per_epoch": steps_per_epoch,
+        "world_size": world_size,
+        "device": device,
+        "train_time_s": round(state.train_time, 1),
+        "last_eval": last["eval"] if last else None,
+        "best_eval": state.best or None,
+    }
+    if last and state.best:
+        key = state.best["metric"]
+        summary["robust_overfitting_delta"] = round(last["eval"][key] - state.best["value"], 4)
+    return {
+        "model_name": r.model_name,
+        "method": r.method,
+        "dataset": r.data.dataset,
+        "weights_sha256": weights_sha256,
+        "recipe_name": r.name,
+        "preset": r.preset,
+        "preset_departures": preset_departures(r),
+        "recipe": r.to_dict(),
+        "init": {"spec": r.model.init, "sha256": init_sha256} if r.model.init else None,
+        "data": {
+            "train": train_source,
+            "train_examples": train_examples,
+            "augmentation": "RandomCrop(32, padding=4) + RandomHorizontalFlip" if r.data.augment else "none",
+            "normalization": "none (inputs in [0, 1])",
+            "eval": eval_source,
+        },
+        "training": summary,
+        "code_revision": code_revision(),
+        "versions": library_versions(),
+    }
 
 
 def write_hparams(output_dir: Path, recipe: Recipe) -> None:

@@ -3,7 +3,8 @@
 ``train(recipe, output_dir)`` builds the model (from ``model.init`` for CURE), the method, SGD and the
 step-wise LR schedule, then for every epoch: the method's steps (gradients averaged over processes, loss
 checked, optimizer step, revision update), the LR decay, the per-epoch check (natural + PGD-20 on a fixed
-held-out set, to ``metrics.jsonl`` and TensorBoard) and a checkpoint. A run directory that already holds a
+held-out set, to ``metrics.jsonl`` and TensorBoard) and a checkpoint. The position and bookkeeping are one
+:class:`.checkpoint.TrainState`, which is also what a checkpoint holds. A run directory that already holds a
 checkpoint is resumed. At the end it writes ``model.safetensors`` and ``config.json`` (:mod:`.outputs`).
 """
 
@@ -25,23 +26,29 @@ import torch
 from .. import distributed as du
 from ..errors import CureZooError
 from ..rundir import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, CONFIG_BLOCK
-from ..version import library_versions
-from .checkpoint import capture_rng_state, checkpoint_mismatch, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (
+    TrainState,
+    capture_rng_state,
+    checkpoint_mismatch,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from .data import BatchPlan, crop_flip, generator, load_eval_set, load_train_set
 from .epoch_eval import evaluate_epoch
 from .grad_stats import gradient_statistics
 from .methods import Batch, StepContext, build_method
 from .modeling import build_model, compile_model, load_init_weights, sync_batchnorm
 from .outputs import (
-    code_revision,
     final_paths,
+    provenance,
     read_metrics,
     write_config,
     write_hparams,
     write_metrics,
     write_weights,
 )
-from .recipe import Recipe, preset_departures
+from .recipe import Recipe
 
 _logger = logging.getLogger("cure_zoo.train")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # both: checkpoint after the current step, then stop
@@ -111,8 +118,7 @@ class Trainer:
         self.recipe, self.info, self.device = recipe, info, device
         self.output_dir = Path(output_dir)
         self.ckpt_path = self.output_dir / CHECKPOINT_FILE
-        self._stop_requested = False
-        self._stop_signal: int = signal.SIGTERM
+        self.state = TrainState()  # replaced in setup(), with the model, method, optimizer and scheduler
         self.tb = None
 
     # -- setup ----------------------------------------------------------------------------------------------
@@ -161,16 +167,9 @@ class Trainer:
             self.eval_set = es
             self.eval_images = es.images.to(self.device).contiguous(memory_format=self.memory_format)
             self.eval_labels = es.labels.to(self.device)
-        # position and bookkeeping
-        self.epochs_done = 0
-        self.step_in_epoch = 0
-        self.global_step = 0
-        self.epoch_sums: dict[str, float] = {}
-        self.epoch_count = 0
-        self.grad_stats: list[dict[str, Any]] = []  # this epoch's gradient statistics (run.grad_stats_every)
-        self.best: dict[str, Any] = {}
-        self.metrics: list[dict[str, Any]] = []
-        self.train_time = 0.0
+        # position and bookkeeping, and everything a checkpoint holds
+        parts = {"model": self.model, "method": self.method, "optimizer": self.optimizer, "scheduler": self.scheduler}
+        self.state = TrainState(components=parts)
 
     def finished_run(self) -> dict[str, Any] | None:
         """The ``cure_zoo`` block of a finished run of this recipe in the output directory (to be left as it is:
@@ -219,17 +218,10 @@ class Trainer:
                 f"{self.output_dir} holds a checkpoint of a different recipe ({listed}); resume with the same "
                 f"recipe and --set values, or train into another --output directory"
             )
+        st = self.state
         try:  # same recipe, yet entries missing or of other shapes: a damaged file
-            self.model.load_state_dict(ckpt["model"])
-            self.method.load_state_dict(ckpt["method"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.epochs_done, self.step_in_epoch = ckpt["epochs_done"], ckpt["step_in_epoch"]
-            self.global_step = ckpt["global_step"]
-            self.epoch_sums, self.epoch_count = ckpt["epoch_sums"], ckpt["epoch_count"]
-            self.best, self.train_time = ckpt["best"], ckpt["train_time"]
-            self.grad_stats = list(ckpt.get("grad_stats", []))
-            rng = ckpt["rng"]
+            st.load_state_dict(ckpt)
+            rng = st.rng
             if len(rng) == self.info.world_size:
                 restore_rng_state(rng[self.info.rank])
             else:
@@ -239,35 +231,18 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
             raise checkpoint_mismatch(self.ckpt_path, err) from None
         # metrics written after the checkpoint (an epoch that is about to be redone) are dropped
-        self.metrics = [m for m in read_metrics(self.output_dir) if m["epoch"] <= self.epochs_done]
+        st.metrics = [m for m in read_metrics(self.output_dir) if m["epoch"] <= st.epochs_done]
         self.log(
-            f"resumed {self.output_dir} at epoch {self.epochs_done + 1}, step {self.step_in_epoch} "
-            f"(global step {self.global_step})"
+            f"resumed {self.output_dir} at epoch {st.epochs_done + 1}, step {st.step_in_epoch} "
+            f"(global step {st.global_step})"
         )
         return True
 
     def save(self) -> None:
         """Checkpoint the current position (collective: every process contributes its RNG state)."""
-        rng = du.all_gather_object(capture_rng_state())
+        self.state.rng = du.all_gather_object(capture_rng_state())
         if self.info.is_main:
-            payload = {
-                "recipe": self.recipe.to_dict(),
-                "model": self.model.state_dict(),
-                "method": self.method.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "epochs_done": self.epochs_done,
-                "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step,
-                "epoch_sums": self.epoch_sums,
-                "epoch_count": self.epoch_count,
-                "best": self.best,
-                "train_time": self.train_time,
-                "rng": rng,
-            }
-            if self.grad_stats:
-                payload["grad_stats"] = self.grad_stats
-            save_checkpoint(self.ckpt_path, payload)
+            save_checkpoint(self.ckpt_path, {"recipe": self.recipe.to_dict(), **self.state.state_dict()})
         du.barrier()
 
     # -- one step -------------------------------------------------------------------------------------------
@@ -297,7 +272,7 @@ class Trainer:
         # one small all-reduce per step: the global-batch means of the losses, and whether to stop
         vec = torch.stack(
             [stats[k].float() * batch.share for k in names]
-            + [self._stop_flags[self._stop_requested]]  # preallocated: no host-to-device copy per step
+            + [self._stop_flags[self.state.stop_requested]]  # preallocated: no host-to-device copy per step
         )
         du.all_reduce_sum_([vec])
         values = vec.tolist()
@@ -305,15 +280,15 @@ class Trainer:
         if not math.isfinite(out["loss"]):
             raise TrainingDivergedError(
                 f"the training loss became {out['loss']} at epoch {epoch}, step {step + 1} (global step "
-                f"{self.global_step + 1}); stopped before the optimizer step. The last good checkpoint is "
+                f"{self.state.global_step + 1}); stopped before the optimizer step. The last good checkpoint is "
                 f"{self.ckpt_path if self.ckpt_path.is_file() else '(none written yet)'}; lower optim.lr or check "
                 f"the data and model.init"
             )
         every = self.recipe.run.grad_stats_every
-        if every and (self.global_step + 1) % every == 0 and self.info.is_main:
+        if every and (self.state.global_step + 1) % every == 0 and self.info.is_main:
             c = self.recipe.cure
             entry = gradient_statistics(self.model, self.method.mask_counts(), masking=c.masking, p=c.p)
-            self.grad_stats.append({"global_step": self.global_step + 1, "epoch": epoch, **entry})
+            self.state.grad_stats.append({"global_step": self.state.global_step + 1, "epoch": epoch, **entry})
         self.optimizer.step()
         if self.info.enabled:
             du.broadcast_module_(self.model, params=False)
@@ -352,7 +327,7 @@ class Trainer:
             for s in _STOP_SIGNALS:
                 signal.signal(s, self._on_stop_signal)
         try:
-            for epoch_idx in range(self.epochs_done, r.optim.epochs):
+            for epoch_idx in range(self.state.epochs_done, r.optim.epochs):
                 self.run_epoch(epoch_idx)
             self.finish()
         finally:
@@ -361,90 +336,90 @@ class Trainer:
                     signal.signal(s, handler)
             if self.tb is not None:
                 self.tb.close()
-        return RunResult(self.output_dir, self.epochs_done, self.global_step, resumed, self.metrics)
+        st = self.state
+        return RunResult(self.output_dir, st.epochs_done, st.global_step, resumed, st.metrics)
 
     def _on_stop_signal(self, signum, frame) -> None:
         """Stop after the current step with a checkpoint. A second Ctrl-C is the usual KeyboardInterrupt
         (stop now, keeping the previous checkpoint), for a step that takes too long to wait for."""
-        self._stop_requested = True
-        self._stop_signal = signum
+        self.state.stop_requested = True
+        self.state.stop_signal = signum
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def run_epoch(self, epoch_idx: int) -> None:
-        r, epoch = self.recipe, epoch_idx + 1
+        r, st, epoch = self.recipe, self.state, epoch_idx + 1
         self.method.on_epoch_start(epoch)
         self.model.train()
         ctx = StepContext(epoch=epoch, autocast=self.autocast, reduce_=du.all_reduce_sum_)
         steps = self.plan.steps_per_epoch
         bar = _progress(
-            steps, self.step_in_epoch, f"epoch {epoch}/{r.optim.epochs}", self.info.is_main and r.run.progress
+            steps, st.step_in_epoch, f"epoch {epoch}/{r.optim.epochs}", self.info.is_main and r.run.progress
         )
         t0 = time.perf_counter()
-        for step in range(self.step_in_epoch, steps):
+        for step in range(st.step_in_epoch, steps):
             out = self.train_step(epoch, epoch_idx, step, ctx)
-            self.global_step += 1
-            self.step_in_epoch = step + 1
+            st.global_step += 1
+            st.step_in_epoch = step + 1
             stop = out.pop("_stop")
             for k, v in out.items():
-                self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
-            self.epoch_count += 1
+                st.epoch_sums[k] = st.epoch_sums.get(k, 0.0) + v
+            st.epoch_count += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{out['loss']:.4f}", refresh=False)
-            if self.tb is not None and self.global_step % r.run.log_every == 0:
+            if self.tb is not None and st.global_step % r.run.log_every == 0:
                 for k, v in out.items():
-                    self.tb.add_scalar(f"train/{k}", v, self.global_step)
+                    self.tb.add_scalar(f"train/{k}", v, st.global_step)
             if stop:
-                self.train_time += time.perf_counter() - t0
+                st.train_time += time.perf_counter() - t0
                 self.save()
-                signum = self._stop_signal  # SIGTERM where only another rank was signalled
+                signum = st.stop_signal  # SIGTERM where only another rank was signalled
                 raise RunInterrupted(
                     f"{signal.Signals(signum).name}: checkpoint written at epoch {epoch}, step {step + 1}; run the "
                     f"same command to resume",
                     signum,
                 )
             every = r.checkpoint.every_steps
-            if every and self.global_step % every == 0 and step + 1 < steps:
-                self.train_time += time.perf_counter() - t0
+            if every and st.global_step % every == 0 and step + 1 < steps:
+                st.train_time += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.save()
         if bar is not None:
             bar.close()
-        self.train_time += time.perf_counter() - t0
+        st.train_time += time.perf_counter() - t0
+        lr = self.scheduler.get_last_lr()[0]  # the rate this epoch's steps used, before the decay
         self.scheduler.step()
-        record = self.end_of_epoch(epoch)
-        self.epochs_done, self.step_in_epoch = epoch, 0
-        self.epoch_sums, self.epoch_count = {}, 0
-        self.grad_stats = []
+        record = self.end_of_epoch(epoch, lr)
+        st.next_epoch(epoch)
         if self.info.is_main:
-            self.metrics.append(record)
-            write_metrics(self.output_dir, self.metrics)
+            st.metrics.append(record)
+            write_metrics(self.output_dir, st.metrics)
         self.save()
 
-    def end_of_epoch(self, epoch: int) -> dict[str, Any]:
-        r = self.recipe
-        train = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+    def end_of_epoch(self, epoch: int, lr: float) -> dict[str, Any]:
+        r, st = self.recipe, self.state
+        train = {k: v / max(st.epoch_count, 1) for k, v in st.epoch_sums.items()}
         record: dict[str, Any] = {
             "epoch": epoch,
-            "global_step": self.global_step,
-            "lr": _lr_of_epoch(r, epoch),
+            "global_step": st.global_step,
+            "lr": lr,
             "train": train,
-            "train_time_s": round(self.train_time, 2),
+            "train_time_s": round(st.train_time, 2),
         }
-        if self.grad_stats:
-            record["grad_stats"] = list(self.grad_stats)
+        if st.grad_stats:
+            record["grad_stats"] = list(st.grad_stats)
         due = r.eval.every > 0 and (epoch % r.eval.every == 0 or epoch == r.optim.epochs)
         if due and self.info.is_main:
             # on the eager module: compiling the check's grad modes too would add graphs for little gain
             ev = evaluate_epoch(self.model, self.eval_images, self.eval_labels, r.eval, self.autocast)
             record["eval"] = ev
             key = f"pgd{r.eval.pgd_steps}_acc" if r.eval.pgd_steps > 0 else "nat_acc"
-            if not self.best or ev[key] > self.best["value"]:
-                self.best = {"epoch": epoch, "metric": key, "value": ev[key], "nat_acc": ev["nat_acc"]}
+            if not st.best or ev[key] > st.best["value"]:
+                st.best = {"epoch": epoch, "metric": key, "value": ev[key], "nat_acc": ev["nat_acc"]}
                 if r.checkpoint.save_best:  # its sha256 goes into config.json, so the file can be checked
-                    self.best["weights_sha256"] = write_weights(self.output_dir / BEST_WEIGHTS_FILE, self.model, r)
-            record["best"] = dict(self.best)
+                    st.best["weights_sha256"] = write_weights(self.output_dir / BEST_WEIGHTS_FILE, self.model, r)
+            record["best"] = dict(st.best)
             if self.tb is not None:
                 for k, v in ev.items():
                     self.tb.add_scalar(f"eval/{k}", v, epoch)
@@ -462,51 +437,21 @@ class Trainer:
         r = self.recipe
         weights, _ = final_paths(self.output_dir)
         sha = write_weights(weights, self.model, r)
-        last = next((m for m in reversed(self.metrics) if "eval" in m), None)
-        summary: dict[str, Any] = {
-            "epochs": self.epochs_done,
-            "global_steps": self.global_step,
-            "steps_per_epoch": self.plan.steps_per_epoch,
-            "world_size": self.info.world_size,
-            "device": str(self.device),
-            "train_time_s": round(self.train_time, 1),
-            "last_eval": last["eval"] if last else None,
-            "best_eval": self.best or None,
-        }
-        if last and self.best:
-            key = self.best["metric"]
-            summary["robust_overfitting_delta"] = round(last["eval"][key] - self.best["value"], 4)
-        eval_source = self.eval_set.source if self.eval_set is not None else None
-        block = {
-            "model_name": r.model_name,
-            "method": r.method,
-            "dataset": r.data.dataset,
-            "weights_sha256": sha,
-            "recipe_name": r.name,
-            "preset": r.preset,
-            "preset_departures": preset_departures(r),
-            "recipe": r.to_dict(),
-            "init": {"spec": r.model.init, "sha256": self.init_sha256} if r.model.init else None,
-            "data": {
-                "train": self.train_set.source,
-                "train_examples": len(self.train_set),
-                "augmentation": "RandomCrop(32, padding=4) + RandomHorizontalFlip" if r.data.augment else "none",
-                "normalization": "none (inputs in [0, 1])",
-                "eval": eval_source,
-            },
-            "training": summary,
-            "code_revision": code_revision(),
-            "versions": library_versions(),
-        }
+        block = provenance(
+            r,
+            self.state,
+            weights_sha256=sha,
+            init_sha256=self.init_sha256,
+            train_source=self.train_set.source,
+            train_examples=len(self.train_set),
+            eval_source=self.eval_set.source if self.eval_set is not None else None,
+            steps_per_epoch=self.plan.steps_per_epoch,
+            world_size=self.info.world_size,
+            device=str(self.device),
+        )
         write_config(self.output_dir, self.model, r, block)
         self.log(f"wrote {weights} (sha256 {sha[:16]}...) and config.json")
         du.barrier()
-
-
-def _lr_of_epoch(recipe: Recipe, epoch: int) -> float:
-    """The learning rate used during (1-based) ``epoch``."""
-    o = recipe.optim
-    return o.lr * o.gamma ** sum(1 for m in o.milestones if m <= epoch)
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
