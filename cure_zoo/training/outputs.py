@@ -4,7 +4,7 @@
 * ``config.json``: timm's Hub config (written by timm's own ``save_config_for_hf``, so
   ``timm.create_model('hf-hub:...')`` and ``cure_zoo.models.loader.load_model(run_dir)`` can rebuild the
   model) plus the ``cure_zoo`` block: model name, method, dataset, weights sha256, the fully resolved recipe
-  and preset, data, starting weights, training summary, code revision and library versions;
+  and preset, data, starting weights, training summary, code revision and library versions (:func:`provenance`);
 * ``train_hparams.yaml``: the resolved recipe;
 * ``metrics.jsonl``: one JSON object per epoch (rewritten atomically each epoch);
 * ``model_best.safetensors``: the weights of the epoch with the best PGD-20 accuracy (robust overfitting);
