@@ -8,7 +8,11 @@ A run directory (``recipes/train.py --output DIR``) holds:
   hashes); ``train_hparams.yaml``: the resolved recipe; ``metrics.jsonl``: one record per epoch;
   ``model_best.safetensors``: the best robust epoch's weights; ``checkpoint.pt``: where training resumes;
 * after ``cure-zoo eval``/``card``: ``eval.json`` (the evaluation behind the claims), ``README.md`` (the model
-  card) and ``figures/*.png``.
+  card) and ``figures/*.png``;
+* optionally ``analysis/cka_nat_vs_adv.json``: the ``cka.json`` of ``cure-zoo analyze cka RUN_DIR RUN_DIR
+  --b-inputs pgd20`` (the paper's Fig. 3: the model's layers on natural vs on its PGD-20 images), which
+  ``cure-zoo card`` draws as ``figures/cka_nat_vs_adv.png`` and summarises in the card
+  (:func:`read_cka_analysis` reads and checks it).
 
 The rule (one place, used by ``push`` for what it sends and by ``card`` for what it replaces): every such
 file is a *regular file with one hard link*, reached from the run directory without following a symbolic
@@ -40,6 +44,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FIGURES_DIR = "figures"
 FIGURE_SUFFIX = ".png"
 CARD_STAGING_PREFIX = ".card-"  # cure-zoo card builds its files in RUN_DIR/.card-XXXX, then swaps them in
+ANALYSIS_DIR = "analysis"
+# cure-zoo analyze cka RUN_DIR RUN_DIR --b-inputs pgd20's cka.json, copied here; the card draws and cites it
+CKA_ANALYSIS_FILE = f"{ANALYSIS_DIR}/cka_nat_vs_adv.json"
+CKA_FIGURE = f"{FIGURES_DIR}/cka_nat_vs_adv{FIGURE_SUFFIX}"
 
 # What a push must find (and why it is missing), in upload order, then what it sends when present; nothing
 # else leaves.
@@ -49,7 +57,7 @@ PUSH_REQUIRED = {
     CARD_FILE: "the model card (cure-zoo card RUN_DIR)",
     EVAL_FILE: "the evaluation (cure-zoo eval RUN_DIR --json RUN_DIR/eval.json, then cure-zoo card RUN_DIR)",
 }
-PUSH_OPTIONAL = (HPARAMS_FILE,)
+PUSH_OPTIONAL = (HPARAMS_FILE, CKA_ANALYSIS_FILE)
 
 _NO_FOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -147,6 +155,65 @@ def figure_names(run_dir: str | Path) -> list[str]:
     for name in names:
         check_entry(run_dir, name)
     return names
+
+
+def read_cka_analysis(run_dir: str | Path) -> tuple[dict, str] | None:
+    """The run's natural-vs-adversarial CKA (:data:`CKA_ANALYSIS_FILE`) and the sha256 of the bytes read, or
+    ``None`` when it has none. Read
+    under the rule (a link or special file is refused) and checked: a ``cure_zoo.cka/1`` object comparing
+    the same layers of the same weights, model B on attacked images (``b_inputs`` not ``clean``), with a
+    square matrix of numbers; anything else is one :class:`RunDirError` line naming the file."""
+    import hashlib
+    import json
+    import math
+
+    from .analysis.cka import SCHEMA
+
+    run_dir = Path(run_dir)
+    if not check_entry(run_dir, CKA_ANALYSIS_FILE, must_exist=False):
+        return None
+    path = run_dir / CKA_ANALYSIS_FILE
+    redo = f"make it again: cure-zoo analyze cka {run_dir} {run_dir} --b-inputs pgd20 --out DIR, then copy DIR/cka.json"
+    with open_inside(run_dir, CKA_ANALYSIS_FILE) as f:
+        raw = f.read()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); {redo}") from None
+    except UnicodeDecodeError:
+        raise RunDirError(f"{path} is not valid JSON (not UTF-8 text); {redo}") from None
+
+    def bad(why: str) -> RunDirError:
+        return RunDirError(f"{path} is not a natural-vs-adversarial CKA of this model: {why}; {redo}")
+
+    if not isinstance(data, dict):
+        raise bad(f"it holds a JSON {type(data).__name__}, not an object")
+    if data.get("schema") != SCHEMA:
+        raise bad(f"schema {data.get('schema')!r}, not {SCHEMA!r}")
+    layers_a, layers_b, matrix = data.get("layers_a"), data.get("layers_b"), data.get("cka")
+    if not isinstance(layers_a, list) or not layers_a or not all(isinstance(n, str) for n in layers_a):
+        raise bad("layers_a is not a list of layer names")
+    if layers_b != layers_a:
+        raise bad("layers_b are not the layers of layers_a")
+    if not isinstance(matrix, list) or len(matrix) != len(layers_a):
+        raise bad(f"cka is not a {len(layers_a)} x {len(layers_a)} matrix")
+    for row in matrix:
+        if not isinstance(row, list) or len(row) != len(layers_a):
+            raise bad(f"cka is not a {len(layers_a)} x {len(layers_a)} matrix")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
+            raise bad("cka holds a value that is not a finite number")
+    models, images = data.get("models"), data.get("images")
+    if not isinstance(models, dict) or not all(isinstance(models.get(k), dict) for k in ("a", "b")):
+        raise bad("models.a / models.b are missing")
+    if models["a"].get("weights_sha256") != models["b"].get("weights_sha256") or not models["a"].get("weights_sha256"):
+        raise bad("models a and b are not the same recorded weights")
+    if not isinstance(images, dict) or not isinstance(images.get("n_used"), int) or images["n_used"] <= 0:
+        raise bad("images.n_used is missing")
+    if not isinstance(images.get("b_inputs"), str) or images["b_inputs"] == "clean":
+        raise bad(f"model B saw {images.get('b_inputs')!r} images, not adversarial ones (--b-inputs pgd20)")
+    if not isinstance(data.get("estimator"), dict):
+        raise bad("estimator is missing")
+    return data, hashlib.sha256(raw).hexdigest()
 
 
 def push_files(run_dir: str | Path) -> list[str]:

@@ -185,6 +185,18 @@ class CKAResult:
             "cka": [[round(float(v), 6) for v in row] for row in self.matrix],
         }
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CKAResult:
+        """The result :meth:`to_json` wrote (e.g. a ``cka.json``, to draw it again)."""
+        return cls(
+            matrix=torch.tensor(obj["cka"], dtype=torch.float64).reshape(len(obj["layers_a"]), len(obj["layers_b"])),
+            layers_a=list(obj["layers_a"]),
+            layers_b=list(obj["layers_b"]),
+            models=obj["models"],
+            images=obj["images"],
+            estimator=obj.get("estimator") or {},
+        )
+
     def save(self, path: str | os.PathLike) -> Path:
         return write_json_atomic(path, self.to_json())
 

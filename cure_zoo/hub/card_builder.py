@@ -12,7 +12,10 @@ template in :mod:`.cards`.
 3. stores the claims in ``config.json`` under ``cure_zoo.claims``, so ``verify`` never parses prose, and the
    sha256 of the card it writes under ``cure_zoo.card``, so ``push`` can tell the files belong together;
 4. draws ``figures/training_curves.png`` (from ``metrics.jsonl``), ``figures/grad_stats.png`` (when the run
-   logged gradient statistics, ``run.grad_stats_every``) and ``figures/tradeoff.png``;
+   logged gradient statistics, ``run.grad_stats_every``), ``figures/tradeoff.png`` and, when the run holds
+   ``analysis/cka_nat_vs_adv.json`` (the paper's Fig. 3 for this model, measured on these weights; see
+   :func:`cure_zoo.rundir.read_cka_analysis`), ``figures/cka_nat_vs_adv.png`` with a section that summarises
+   it (its sha256 goes under ``cure_zoo.card.analysis``, so ``push`` sends it only with the card drawn from it);
 5. writes ``README.md``.
 
 All of it is one transaction: the new files are built in a folder inside the run directory
@@ -35,6 +38,8 @@ from ..models import param_count
 from ..rundir import (
     CARD_FILE,
     CARD_STAGING_PREFIX,
+    CKA_ANALYSIS_FILE,
+    CKA_FIGURE,
     CONFIG_BLOCK,
     CONFIG_FILE,
     EVAL_FILE,
@@ -43,6 +48,7 @@ from ..rundir import (
     WEIGHTS_FILE,
     check_entry,
     figure_names,
+    read_cka_analysis,
     staging_leftovers,
     swap_in,
 )
@@ -131,6 +137,13 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
             f"paper's {CARD_NORM} numbers; evaluate under {CARD_NORM} (no --norm): cure-zoo eval {run_dir} --json "
             f"{run_dir / EVAL_FILE}"
         )
+    cka = read_cka_analysis(run_dir)
+    if cka is not None and cka[0]["models"]["a"]["weights_sha256"] != sha:
+        raise CureZooError(
+            f"{run_dir / CKA_ANALYSIS_FILE} was measured on weights with sha256 "
+            f"{cka[0]['models']['a']['weights_sha256'][:12]}..., not on {weights} ({sha[:12]}...); make it again: "
+            f"cure-zoo analyze cka {run_dir} {run_dir} --b-inputs pgd20 --out DIR, then copy DIR/cka.json there"
+        )
     for leftover in staging_leftovers(run_dir):  # an earlier card that was killed half-way
         shutil.rmtree(leftover, ignore_errors=True)
     try:
@@ -138,7 +151,7 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
     except OSError as err:
         raise CureZooError(f"cannot write the card into {run_dir}: {err.strerror}") from None
     try:
-        names = _build_card(run_dir, stage, config, eval_path, result, hub_repo)
+        names = _build_card(run_dir, stage, config, eval_path, result, hub_repo, cka)
         swap_in(run_dir, stage, names)
     except OSError as err:
         raise CureZooError(
@@ -150,9 +163,16 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
 
 
 def _build_card(
-    run_dir: Path, stage: Path, config: dict[str, Any], eval_path: Path, result: Any, hub_repo: str | None
+    run_dir: Path,
+    stage: Path,
+    config: dict[str, Any],
+    eval_path: Path,
+    result: Any,
+    hub_repo: str | None,
+    cka: tuple[dict[str, Any], str] | None = None,
 ) -> list[str]:
-    """Write the card's files into ``stage``; returns the names to swap into ``run_dir``, config.json last."""
+    """Write the card's files into ``stage``; returns the names to swap into ``run_dir``, config.json last.
+    ``cka``: the run's natural-vs-adversarial CKA and its sha256 (:func:`cure_zoo.rundir.read_cka_analysis`)."""
     names = [FIGURES_DIR]
     eval_file = run_dir / EVAL_FILE
     if eval_path.resolve() != eval_file.resolve():
@@ -165,11 +185,17 @@ def _build_card(
     card = _run_card_data(config, claims, result.flags, hub_repo)
     (stage / FIGURES_DIR).mkdir()
     card.figures = _draw_figures(stage, card, _read_metrics(run_dir))
+    if cka is not None:
+        card.cka = _cka_summary(cka[0], card.model_name)
+        _draw_cka(stage, cka[0], card.cka)
+        card.figures["cka_nat_vs_adv"] = CKA_FIGURE
     readme = write_text_atomic(stage / CARD_FILE, render_card(card))
     config[CONFIG_BLOCK]["card"] = {
         "readme_sha256": sha256_file(readme),
         "figures": {rel: sha256_file(stage / rel) for rel in sorted(card.figures.values())},
     }
+    if cka is not None:  # the data behind the CKA figure: push sends it only beside this card
+        config[CONFIG_BLOCK]["card"]["analysis"] = {CKA_ANALYSIS_FILE: cka[1]}
     write_json_atomic(stage / CONFIG_FILE, config)
     return [*names, CARD_FILE, CONFIG_FILE]
 
@@ -264,3 +290,38 @@ def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) 
         figures["tradeoff"] = f"{FIGURES_DIR}/tradeoff.png"
         break
     return figures
+
+
+def _cka_summary(data: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """What the card says about the natural-vs-adversarial CKA (checked by ``read_cka_analysis``)."""
+    images = data["images"]
+    diagonal = [float(row[i]) for i, row in enumerate(data["cka"])]
+    lowest = min(range(len(diagonal)), key=diagonal.__getitem__)
+    return {
+        "model": model_name,
+        "weights_sha256": data["models"]["a"]["weights_sha256"],
+        "dataset": images.get("dataset"),
+        "split": images.get("split", "test"),
+        "n_used": images["n_used"],
+        "attack": images["b_inputs"],
+        "eps": images.get("eps"),
+        "seed": images.get("seed"),
+        "estimator": data["estimator"].get("kind", "linear CKA"),
+        "batch_size": data["estimator"].get("batch_size"),
+        "layers": len(diagonal),
+        "mean_diagonal": sum(diagonal) / len(diagonal),
+        "lowest_layer": data["layers_a"][lowest],
+        "lowest_value": diagonal[lowest],
+        "figure": CKA_FIGURE,
+        "source": CKA_ANALYSIS_FILE,
+    }
+
+
+def _draw_cka(out_dir: Path, data: dict[str, Any], summary: dict[str, Any]) -> None:
+    """``figures/cka_nat_vs_adv.png``: the analysis' own heatmap (:meth:`CKAResult.plot`), drawn again."""
+    from ..analysis.cka import CKAResult
+    from ..evaluation.metrics import METRICS
+
+    attack = METRICS.get(summary["attack"], (summary["attack"],))[0]
+    title = f"{summary['model']}: linear CKA, natural vs {attack} images ({summary['n_used']} images)"
+    CKAResult.from_json(data).plot(out_dir / CKA_FIGURE, title=title)

@@ -60,6 +60,7 @@ class CardData:
     code_revision: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)  # "training_curves"/"grad_stats"/"tradeoff" -> path
+    cka: dict[str, Any] | None = None  # natural-vs-adversarial CKA summary (card_builder._cka_summary), if measured
     published_revision: str | None = None  # registry cards of published weights: the pinned Hub commit
     published_claims: dict[str, float] = field(default_factory=dict)  # ... and their headline numbers
     notes: list[str] = field(default_factory=list)  # extra limitations specific to this model
@@ -419,7 +420,7 @@ def _paper_section(card: CardData) -> str:
 
 
 def _figures(card: CardData) -> str:
-    if not card.figures:
+    if not card.figures.keys() & {"training_curves", "grad_stats", "tradeoff"}:  # the CKA has its own section
         return ""
     lines = ["## Figures", ""]
     if "training_curves" in card.figures:
@@ -447,6 +448,38 @@ def _figures(card: CardData) -> str:
             "This model (star, measured here) among the paper's baselines (dots, reported in the paper).",
         ]
     return "\n".join(lines).rstrip()
+
+
+def _cka_section(card: CardData) -> str:
+    """The paper's Fig. 3 for this model: its layers on natural images vs on its own adversarial images."""
+    c = card.cka
+    if not c:
+        return ""
+    attack = METRICS.get(c["attack"], (c["attack"],))[0]
+    crafted = f"L-inf eps {_eps(c['eps'])}" if c.get("eps") is not None else "L-inf"
+    if c.get("seed") is not None:
+        crafted += f", random start seed {c['seed']}"
+    dataset = DATASET_NAMES.get(c["dataset"], c["dataset"])
+    return "\n".join(
+        [
+            "## Representation similarity: natural vs adversarial images",
+            "",
+            f"Linear CKA (the paper's Sec. 3.2 and Fig. 3) between every layer of this model (weights sha256 "
+            f"`{c['weights_sha256'][:12]}...`) on natural images and every layer of the same model on its "
+            f"{attack} adversarial images ({crafted}, crafted against this model): {c['n_used']:,} {dataset} "
+            f"{c['split']} images, {c['estimator']}"
+            + (f", batches of {c['batch_size']}" if c.get("batch_size") else "")
+            + ". Measured by `cure-zoo analyze cka` (not reported in the paper).",
+            "",
+            f"Mean diagonal CKA (each of the {c['layers']} layers against itself): **{c['mean_diagonal']:.3f}**; "
+            f"lowest at `{c['lowest_layer']}` ({c['lowest_value']:.3f}). 1 means the attack leaves a layer's "
+            "representation unchanged up to rotation and scale; lower means it moves it.",
+            "",
+            f"![linear CKA between layers on natural and on adversarial images]({c['figure']})",
+            "",
+            f"The matrix is in `{c['source']}`.",
+        ]
+    )
 
 
 def _training(card: CardData) -> str:
@@ -584,6 +617,7 @@ def render_card(card: CardData) -> str:
         _measured(card) if card.measured else "",
         _paper_section(card),
         _figures(card),
+        _cka_section(card),
         _training(card),
         _verify(card),
         _limitations(card),

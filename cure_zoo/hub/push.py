@@ -2,7 +2,8 @@
 
 What goes up is an allow-list, never the whole folder (checkpoints, optimizer state and logs stay home):
 ``model.safetensors``, ``config.json`` (with the claims), ``README.md`` (the card), ``eval.json`` (the
-evaluation behind the claims), ``train_hparams.yaml`` and the card's figures ``figures/*.png``. Each must be a
+evaluation behind the claims), ``train_hparams.yaml``, the card's figures ``figures/*.png`` and, when present,
+``analysis/cka_nat_vs_adv.json`` (the data of the card's CKA figure; no other file of ``analysis/``). Each must be a
 regular file whose real path lies inside the run directory (:mod:`cure_zoo.rundir`'s rule): a symlink, a
 special file or a hard link anywhere among them refuses the whole push, and what is uploaded is read from the
 descriptor that was checked, so a file swapped for a link after the check is refused too.
@@ -11,7 +12,8 @@ Before anything is sent the run directory must be complete and consistent: weigh
 card present; the weights' sha256 equal to the one in ``config.json`` and to the one the claims were
 measured on; the evaluation file equal to the one the claims cite, and the claims equal to that evaluation's
 own numbers; the card (README.md and figures) the one ``cure-zoo card`` wrote with those claims
-(``cure_zoo.card`` in ``config.json`` records their sha256). A refusal names what is missing or stale.
+(``cure_zoo.card`` in ``config.json`` records their sha256), and the CKA analysis, if any, the one that card
+was drawn from (``cure_zoo.card.analysis``). A refusal names what is missing or stale.
 
 The token comes from ``HF_TOKEN`` or the Hugging Face login (huggingface_hub's own lookup). It is passed to
 huggingface_hub and nowhere else: never printed, logged or written, and scrubbed from any error text.
@@ -30,6 +32,7 @@ from typing import Any
 from ..errors import CureZooError
 from ..io import sha256_stream
 from ..rundir import (
+    ANALYSIS_DIR,
     CARD_FILE,
     CONFIG_BLOCK,
     CONFIG_FILE,
@@ -102,6 +105,12 @@ def _check_consistent(run_dir: Path, sha: dict[str, str]) -> None:
         raise CureZooError(
             f"refusing to push {run_dir}: {CARD_FILE} and figures/ are not the card made with config.json's claims "
             f"(a card that stopped half-way, or edited since); {again}"
+        )
+    analysis = {n: h for n, h in sha.items() if n.startswith(ANALYSIS_DIR + "/")}
+    if (card.get("analysis") or {}) != analysis:
+        raise CureZooError(
+            f"refusing to push {run_dir}: {', '.join(sorted(analysis)) or 'its analysis'} is not the analysis the card "
+            f"was drawn from (added or changed after the card was made, or removed since); {again}"
         )
 
 
