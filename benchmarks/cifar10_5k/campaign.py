@@ -5,6 +5,7 @@ the outputs inside the package (``cure_zoo/models/bundled/<zoo name>/``).
     python benchmarks/cifar10_5k/campaign.py                  # everything, two processes side by side
     python benchmarks/cifar10_5k/campaign.py --stage train    # only the training runs
     python benchmarks/cifar10_5k/campaign.py --stage eval --n-examples 500
+    python benchmarks/cifar10_5k/campaign.py --stage analyze     # natural-vs-PGD-20 CKA of each model
     python benchmarks/cifar10_5k/campaign.py --stage card        # eval.json + card from the chunks so far
 
 Every stage resumes: a finished stage of a model (its files in the bundled folder) is skipped, and a training
@@ -245,6 +246,53 @@ def eval_stage(args: argparse.Namespace) -> None:
     Stage(args.jobs).run(jobs, start_job, finished, lambda job: True)
 
 
+CKA_N = 1000  # test images of the CKA analysis (--cka-n-examples)
+
+
+def analyze_stage(args: argparse.Namespace) -> None:
+    """The paper's Fig. 3 for each trained model: linear CKA between its layers on natural test images and on
+    its own PGD-20 images (``cure-zoo analyze cka DIR DIR --b-inputs pgd20``, one process with one thread
+    each), copied to ``<bundled dir>/analysis/cka_nat_vs_adv.json`` for the card; a model that has it is
+    skipped."""
+    import tempfile
+
+    from cure_zoo.rundir import CKA_ANALYSIS_FILE
+
+    bundled = Path(args.bundled_dir)
+    todo = [
+        r
+        for r in RUNS
+        if r.key in args.only
+        and (bundled / r.zoo_name / "config.json").is_file()
+        and not (bundled / r.zoo_name / CKA_ANALYSIS_FILE).is_file()
+    ]
+    tmp = Path(tempfile.mkdtemp(prefix="cka_", dir=args.runs_dir if Path(args.runs_dir).is_dir() else None))
+
+    def start(r: Run) -> subprocess.Popen:
+        dest = bundled / r.zoo_name
+        cmd = [sys.executable, "-m", "cure_zoo.cli.main", "analyze", "cka", str(dest), str(dest)]
+        cmd += ["--b-inputs", "pgd20", "--n-examples", str(args.cka_n_examples), "--no-download", "--device", "cpu"]
+        cmd += ["--out", str(tmp / r.key)]
+        log({"run": r.key, "event": "analyze-start", "command": cmd[3:]})
+        return subprocess.Popen(cmd, cwd=ROOT, env=child_env())
+
+    def finished(r: Run, wall: float) -> None:
+        data = json.loads((tmp / r.key / "cka.json").read_text())
+        diagonal = [row[i] for i, row in enumerate(data["cka"])]
+        target = bundled / r.zoo_name / CKA_ANALYSIS_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp / r.key / "cka.json", target)
+        mean = round(sum(diagonal) / len(diagonal), 4)
+        log({"run": r.key, "event": "analyzed", "wall_s": wall, "n": data["images"]["n_used"], "cka_diag": mean})
+        if args.commit:
+            commit([target, LOG], f"cifar10_5k: {r.zoo_name} CKA natural vs PGD-20 ({data['images']['n_used']} images)")
+
+    try:
+        Stage(args.jobs).run(todo, start, finished, lambda r: True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def card_stage(args: argparse.Namespace) -> None:
     """eval.json from the chunks measured so far (contiguous from image 0), then the model card."""
     from cure_zoo.evaluation.result import EvalResult
@@ -384,8 +432,9 @@ def _run(key: str) -> Run:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["train", "eval", "card", "report", "all"], default="all")
+    parser.add_argument("--stage", choices=["train", "eval", "analyze", "card", "report", "all"], default="all")
     parser.add_argument("--n-examples", type=int, default=500, help="test images to evaluate (of 1,017)")
+    parser.add_argument("--cka-n-examples", type=int, default=CKA_N, help=f"test images of the CKA (default {CKA_N})")
     parser.add_argument("--eval-chunk", nargs=4, metavar=("MODEL_DIR", "START", "STOP", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "cifar10_5k"))
     parser.add_argument("--jobs", type=int, default=2, help="processes side by side (one thread each)")
@@ -407,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         train_stage(args)
     if args.stage in ("eval", "all"):
         eval_stage(args)
+    if args.stage in ("analyze", "all"):
+        analyze_stage(args)
     if args.stage in ("card", "all"):
         card_stage(args)
     if args.stage in ("report", "all"):
