@@ -75,7 +75,8 @@ def test_the_cure_model_is_robust_and_its_record_says_so():
     assert record.n_examples >= 100
     assert record.results["aa"]["accuracy"] >= 5.0  # a natural model: 0
     assert set(record.results["aa"]["stages"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
-    assert record.results["aa"]["accuracy"] == pytest.approx(entry.claims["aa"])
+    # published.json pins the headline claims to two decimals
+    assert record.results["aa"]["accuracy"] == pytest.approx(entry.claims["aa"], abs=0.005)
 
 
 def test_claims_re_measured_on_a_subset_hold(capsys):
