@@ -45,6 +45,8 @@ FIGURES_DIR = "figures"
 FIGURE_SUFFIX = ".png"
 CARD_STAGING_PREFIX = ".card-"  # cure-zoo card builds its files in RUN_DIR/.card-XXXX, then swaps them in
 ANALYSIS_DIR = "analysis"
+# the schema tag of a CKA result (written by cure_zoo.analysis.cka, checked here)
+CKA_SCHEMA = "cure_zoo.cka/1"
 # cure-zoo analyze cka RUN_DIR RUN_DIR --b-inputs pgd20's cka.json, copied here; the card draws and cites it
 CKA_ANALYSIS_FILE = f"{ANALYSIS_DIR}/cka_nat_vs_adv.json"
 CKA_FIGURE = f"{FIGURES_DIR}/cka_nat_vs_adv{FIGURE_SUFFIX}"
@@ -167,8 +169,6 @@ def read_cka_analysis(run_dir: str | Path) -> tuple[dict, str] | None:
     import json
     import math
 
-    from .analysis.cka import SCHEMA
-
     run_dir = Path(run_dir)
     if not check_entry(run_dir, CKA_ANALYSIS_FILE, must_exist=False):
         return None
@@ -188,8 +188,8 @@ def read_cka_analysis(run_dir: str | Path) -> tuple[dict, str] | None:
 
     if not isinstance(data, dict):
         raise bad(f"it holds a JSON {type(data).__name__}, not an object")
-    if data.get("schema") != SCHEMA:
-        raise bad(f"schema {data.get('schema')!r}, not {SCHEMA!r}")
+    if data.get("schema") != CKA_SCHEMA:
+        raise bad(f"schema {data.get('schema')!r}, not {CKA_SCHEMA!r}")
     layers_a, layers_b, matrix = data.get("layers_a"), data.get("layers_b"), data.get("cka")
     if not isinstance(layers_a, list) or not layers_a or not all(isinstance(n, str) for n in layers_a):
         raise bad("layers_a is not a list of layer names")

@@ -30,6 +30,7 @@ def campaign(tmp_path, monkeypatch):
 def test_the_analyze_stage_writes_the_cards_cka_and_skips_it_after(campaign, tmp_path):
     bundled = tmp_path / "bundled"
     shutil.copytree(ROOT / "cure_zoo" / "models" / "bundled" / MODEL, bundled / MODEL)
+    (bundled / MODEL / CKA_ANALYSIS_FILE).unlink(missing_ok=True)  # the shipped model has one already
     args = ["--stage", "analyze", "--only", "st", "--bundled-dir", str(bundled), "--runs-dir", str(tmp_path / "runs")]
     assert campaign.main([*args, "--cka-n-examples", "8"]) == 0
     data, _ = read_cka_analysis(bundled / MODEL)

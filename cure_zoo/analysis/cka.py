@@ -34,8 +34,9 @@ import torch.nn as nn
 
 from ..errors import CureZooError
 from ..io import write_json_atomic
+from ..rundir import CKA_SCHEMA
 
-SCHEMA = "cure_zoo.cka/1"
+SCHEMA = CKA_SCHEMA
 LOGITS = "logits"  # the name of the model's output in the layer lists
 MIN_BATCH = 4  # the unbiased HSIC estimator divides by n (n - 3)
 
