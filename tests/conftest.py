@@ -47,3 +47,19 @@ def autoattack_resnet18():
     import cure_zoo  # noqa: F401
 
     return timm.create_model("st_resnet18_cifar10.autoattack", pretrained=True).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """16 bundled CIFAR-10 training images as a method step's Batch, with seeded start noise."""
+    from cure_zoo.data import load_bundled
+    from cure_zoo.training.methods.base import Batch
+
+    data = load_bundled("cifar10", "train", n=16)
+    x, y = data.images, data.labels
+
+    def noise(kind):
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(x.shape, generator=g) if kind == "normal" else torch.rand(x.shape, generator=g)
+
+    return Batch(x, y, 1.0, noise)

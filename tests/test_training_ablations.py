@@ -15,7 +15,6 @@ import torch
 
 import cure_zoo  # noqa: F401
 from cure_zoo.cli.main import main
-from cure_zoo.data import load_bundled
 from cure_zoo.training import load_recipe
 from cure_zoo.training.methods import Batch, StepContext, build_method
 
@@ -27,18 +26,6 @@ SMOKE = [
     "model.args={widths: [4, 8, 8, 8]}", "attack.steps=1", "eval.examples=8", "eval.pgd_steps=1",
     "checkpoint.every_steps=0", "run.progress=false", "run.tensorboard=false",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def batch() -> Batch:
-    data = load_bundled("cifar10", "train", n=16)
-    x, y = data.images, data.labels
-
-    def noise(kind):
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(x.shape, generator=g) if kind == "normal" else torch.rand(x.shape, generator=g)
-
-    return Batch(x, y, 1.0, noise)
 
 
 def _stepped(values: dict, batch: Batch, model: torch.nn.Module):

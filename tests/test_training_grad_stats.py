@@ -16,10 +16,9 @@ import torch
 import cure_zoo  # noqa: F401
 from cure_zoo.analysis.gradstats import grad_stats_records, phases, plot_grad_stats
 from cure_zoo.cli.main import main
-from cure_zoo.data import load_bundled
 from cure_zoo.training import load_recipe, train
 from cure_zoo.training.grad_stats import gradient_statistics
-from cure_zoo.training.methods import Batch, StepContext, build_method
+from cure_zoo.training.methods import StepContext, build_method
 from cure_zoo.training.rgp import masked_parameter_names
 
 TINY = {
@@ -38,18 +37,6 @@ TINY = {
     "run.tensorboard": False,
 }
 CTX = StepContext(epoch=1, autocast=contextlib.nullcontext, reduce_=lambda tensors: None)
-
-
-@pytest.fixture(scope="module")
-def batch() -> Batch:
-    data = load_bundled("cifar10", "train", n=16)
-    x, y = data.images, data.labels
-
-    def noise(kind):
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(x.shape, generator=g) if kind == "normal" else torch.rand(x.shape, generator=g)
-
-    return Batch(x, y, 1.0, noise)
 
 
 def _method(method: str, **overrides):
