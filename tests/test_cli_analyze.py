@@ -31,7 +31,6 @@ def test_analyze_cka_writes_the_matrix_and_the_heatmap(run_dir, tmp_path, capsys
     [
         (["--layers-a", "layer7"], "no layer 'layer7'"),
         (["--batch-size", "2"], "at least 4"),
-        (["--n-examples", "0"], "must be positive"),
         (["--b-inputs", "aa"], "b_inputs must be 'clean' or one PGD attack"),
     ],
 )

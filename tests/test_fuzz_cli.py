@@ -300,7 +300,7 @@ CASES = [
     Case("eval-attack-bad-eps", "cli", lambda t, s: ["eval", str(t.run), "--attacks", "pgd20@x"], "eps"),
     Case("eval-n-examples-zero", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--n-examples", "0"], "positive"),
     Case("eval-batch-zero", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--batch-size", "0"], "positive"),
-    Case("eval-batch-word", "cli", lambda t, s: ["eval", str(t.run), "--batch-size", "many"], "invalid int value"),
+    Case("eval-batch-word", "cli", lambda t, s: ["eval", str(t.run), "--batch-size", "many"], "must be a positive integer"),
     Case("eval-device-tpu", "cli", lambda t, s: ["eval", str(t.run), *EVAL[:-2], "--device", "tpu"], "unknown device"),
     Case("eval-dataset-unknown", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--dataset", "imagenet"], "imagenet"),
     Case("eval-json-is-dir", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--json", str(s)], "directory"),

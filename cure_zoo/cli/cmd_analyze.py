@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import options
+
 MODEL_HELP = "registered name, hf-hub:ORG/NAME, run directory or .safetensors"
 
 
@@ -27,16 +29,13 @@ def _add_shared_options(
     ``--device`` (all only when it runs ``models``), and ``--out``. ``n_default``/``n_help``: ``--n-examples``'
     default and help (default: the first N test images)."""
     if models:
-        p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
+        p.add_argument("--dataset", default="cifar10", help=options.DATASET_HELP)
         n_help = n_help or f"first N test images (default {n_default})"
-        p.add_argument("--n-examples", type=int, default=n_default, help=n_help)
+        p.add_argument("--n-examples", type=options.positive_int, default=n_default, help=n_help)
         if test_set:
-            p.add_argument(
-                "--data-dir", default=None, help="folder with the torchvision dataset; default $CURE_ZOO_DATA"
-            )
-            p.add_argument("--no-download", action="store_true", help="never download the dataset")
-        p.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+            options.add_test_data(p)
+        p.add_argument("--batch-size", type=options.positive_int, default=256, help="images per batch (default 256)")
+        options.add_device(p)
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the JSON and the figures")
 
 
@@ -121,17 +120,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gs.set_defaults(run=run_grad_stats)
 
 
-def _check_n_examples(args: argparse.Namespace) -> None:
-    from cure_zoo.errors import CureZooError
-
-    if args.n_examples is not None and args.n_examples <= 0:
-        raise CureZooError(f"--n-examples must be positive, got {args.n_examples}")
-
-
 def _images(args: argparse.Namespace):
     from cure_zoo.data import load_testset
 
-    _check_n_examples(args)
     return load_testset(
         args.dataset, data_dir=args.data_dir, n=args.n_examples, download=False if args.no_download else "auto"
     )
@@ -210,7 +201,6 @@ def run_corruptions(args: argparse.Namespace) -> int:
         severities = tuple(int(v) for v in args.severities.split(",") if v.strip())
     except ValueError:
         raise CureZooError(f"--severities takes numbers 1-5, e.g. 1,3,5; got {args.severities!r}") from None
-    _check_n_examples(args)
     result = evaluate_corruptions(
         args.model, args.data_dir, dataset=args.dataset, corruptions=args.corruptions, severities=severities,
         n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,

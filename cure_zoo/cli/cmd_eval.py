@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -29,16 +31,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights", metavar="FILE", default=None, help="a .safetensors state dict for a timm name or a factory"
     )
-    p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or svhn")
+    p.add_argument("--dataset", default="cifar10", help=options.DATASET_HELP)
     p.add_argument("--attacks", default="nat,pgd20,cw20,aa", help="comma-separated (default: nat,pgd20,cw20,aa)")
-    p.add_argument("--n-examples", type=int, default=None, help="first N test images in official order (default: all)")
+    p.add_argument(
+        "--n-examples",
+        type=options.positive_int,
+        default=None,
+        help="first N test images in official order (default: all)",
+    )
     p.add_argument(
         "--eps", default=None, help="budget in [0, 1] pixel units, e.g. 8/255 or 0.031 (default: 8/255 L-inf, 0.5 L2)"
     )
     p.add_argument("--norm", default="Linf", help="threat model: Linf (default, the paper's) or L2 (RobustBench's)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
-    p.add_argument("--aa-batch-size", type=int, default=None, help="AutoAttack's batch size (default: --batch-size)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=options.positive_int, default=128, help="images per batch (default 128)")
+    p.add_argument(
+        "--aa-batch-size",
+        type=options.positive_int,
+        default=None,
+        help="AutoAttack's batch size (default: --batch-size)",
+    )
+    options.add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD starts and AutoAttack (default 0)")
     p.add_argument(
         "--memory-format",
@@ -46,10 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="layout of weights and images during the attacks; auto (default): channels_last on CPU, NCHW on CUDA",
     )
-    p.add_argument(
-        "--data-dir", default=None, help="folder with (or for) the torchvision dataset; default $CURE_ZOO_DATA"
-    )
-    p.add_argument("--no-download", action="store_true", help="never download the dataset")
+    options.add_test_data(p)
     p.add_argument("--json", metavar="OUT", default=None, help="write the full result (protocol, masks) to OUT")
     p.add_argument(
         "--robustbench-json",
@@ -63,23 +72,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write the RobustBench entry even when the evaluation is not RobustBench's (its footnote says how)",
     )
-    p.add_argument(
-        "--allow-tf32",
-        action="store_true",
-        help="let CUDA convolutions and matmuls use TF32 (default: off, full float32; recorded in the protocol)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options.add_allow_tf32(p)
+    options.add_no_progress(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cure_zoo.errors import CureZooError
     from cure_zoo.evaluation import evaluate, parse_attacks, parse_eps
-
-    if args.n_examples is not None and args.n_examples <= 0:
-        raise CureZooError(f"--n-examples must be positive, got {args.n_examples}")
-    if args.batch_size <= 0:
-        raise CureZooError(f"--batch-size must be positive, got {args.batch_size}")
     from cure_zoo.evaluation.protocol import default_eps, eps_label, parse_norm
 
     norm = parse_norm(args.norm)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,34 +20,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: cure-zoo verify hf-hub:my-lab/cure_resnet18_cifar10 --n-examples 500 --attacks nat,pgd20",
     )
     p.add_argument("model", metavar="MODEL", help="registered name, hf-hub:ORG/NAME[@REVISION] or a run directory")
-    p.add_argument("--n-examples", type=int, default=None, help="verify on the first N of the claim's images")
+    p.add_argument(
+        "--n-examples", type=options.positive_int, default=None, help="verify on the first N of the claim's images"
+    )
     p.add_argument("--attacks", default=None, help="comma-separated subset of the claimed attacks (default: all)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the claim's)")
-    p.add_argument("--data-dir", default=None, help="folder with the torchvision dataset; default $CURE_ZOO_DATA")
-    p.add_argument("--chunk-size", type=int, default=500, help="images per resumable chunk (default 500)")
+    options.add_device(p)
+    p.add_argument(
+        "--batch-size", type=options.positive_int, default=None, help="images per batch (default: the claim's)"
+    )
+    options.add_test_data(p, download=False)
+    p.add_argument(
+        "--chunk-size", type=options.positive_int, default=500, help="images per resumable chunk (default 500)"
+    )
     p.add_argument("--state-dir", default=None, help="where finished chunks are kept until the run completes")
     p.add_argument("--json", metavar="OUT", default=None, help="write the verdicts and the measurement to OUT")
-    p.add_argument(
-        "--allow-tf32",
-        action="store_true",
-        help="let CUDA convolutions and matmuls use TF32 (default: off, full float32, as the claims' per-image "
-        "comparison assumes)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options.add_allow_tf32(p, why="as the claims' per-image comparison assumes")
+    options.add_no_progress(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from cure_zoo.errors import CureZooError
     from cure_zoo.hub.verify import format_report, verify, write_report
 
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise CureZooError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.chunk_size <= 0:
-        raise CureZooError(f"--chunk-size must be positive, got {args.chunk_size}")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     if args.state_dir is not None:  # an unusable folder is a usage error (2), found before anything is measured
         _check_state_dir(args.state_dir)
