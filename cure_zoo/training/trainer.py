@@ -113,6 +113,11 @@ def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     }
 
 
+def _listed(changes: dict[str, tuple[Any, Any]], most: int = 5) -> str:
+    """The first few recipe changes for an error message: ``key: old -> new; ...``."""
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:most])
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, output_dir: str | Path, info: du.DistInfo, device: torch.device) -> None:
         self.recipe, self.info, self.device = recipe, info, device
@@ -191,10 +196,9 @@ class Trainer:
             )
         changes = recipe_changes(block["recipe"], self.recipe.to_dict())
         if changes:
-            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:5])
             raise CureZooError(
-                f"{self.output_dir} holds the finished run of a different recipe ({listed}); train into another "
-                f"--output directory"
+                f"{self.output_dir} holds the finished run of a different recipe ({_listed(changes)}); train into "
+                f"another --output directory"
             )
         return block
 
@@ -213,10 +217,9 @@ class Trainer:
         ckpt = load_checkpoint(self.ckpt_path)
         changes = recipe_changes(ckpt["recipe"], self.recipe.to_dict())
         if changes:
-            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:5])
             raise CureZooError(
-                f"{self.output_dir} holds a checkpoint of a different recipe ({listed}); resume with the same "
-                f"recipe and --set values, or train into another --output directory"
+                f"{self.output_dir} holds a checkpoint of a different recipe ({_listed(changes)}); resume with the "
+                f"same recipe and --set values, or train into another --output directory"
             )
         st = self.state
         try:  # same recipe, yet entries missing or of other shapes: a damaged file
