@@ -1,6 +1,7 @@
 """Does bf16 autocast weaken the TRADES/CURE training attack's start ``x + 0.001 N(0, I)``?
 
     python benchmarks/bf16_attack_start.py            # natural ResNet-18 (pyautoattack's), 64 images, CPU
+    python benchmarks/bf16_attack_start.py --model trades_resnet18_w16_cifar10_5k --images 128   # a robust one
 
 Under bf16 autocast the first convolution casts its input to bf16 (8 significant bits), so ``x + delta`` with
 ``|delta| ~ 0.001`` rounds back to ``bf16(x)`` wherever the noise is below half a bf16 step of the pixel
@@ -58,12 +59,15 @@ def attack(model, x, clean, delta, steps: int, variant: str) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="st_resnet18_cifar10.autoattack", help="a zoo name with weights")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS / "bf16_attack_start.json"))
+    ap.add_argument("--out", default=None, help="default: results/bf16_attack_start[_<model>].json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = timm.create_model("st_resnet18_cifar10.autoattack", pretrained=True).eval()
+    default = args.model == "st_resnet18_cifar10.autoattack"
+    out = args.out or RESULTS / ("bf16_attack_start.json" if default else f"bf16_attack_start_{args.model}.json")
+    model = timm.create_model(args.model, pretrained=True).eval()
     data = load_bundled("cifar10", "train", n=args.images)
     x, y = data.images, data.labels
     delta = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * START_STD
@@ -88,14 +92,14 @@ def main() -> None:
             print(steps, {v: round(r["mean_kl"], 4) for v, r in row.items()}, flush=True)
     report = {
         "benchmark": "bf16 autocast vs float32 TRADES-KL attack from x + 0.001 N(0, I)",
-        "model": "st_resnet18_cifar10.autoattack (natural)",
+        "model": args.model + (" (natural)" if default else ""),
         "images": args.images,
         "pixels_rounding_back_to_x_in_bf16": rounded_back,
         "by_steps": results,
         "torch": torch.__version__,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(args.out, report)
+    write_json_atomic(out, report)
     md = [
         f"# bf16 attack start ({report['model']}, {args.images} bundled train images, CPU)",
         "",
@@ -107,7 +111,7 @@ def main() -> None:
     for steps, row in results.items():
         for variant, r in row.items():
             md.append(f"| {steps} | {variant} | {r['mean_kl']:.4f} | {r['accuracy']:.1f} |")
-    write_text_atomic(Path(args.out).with_suffix(".md"), "\n".join(md) + "\n")
+    write_text_atomic(Path(out).with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
 
 
