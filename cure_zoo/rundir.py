@@ -159,6 +159,34 @@ def figure_names(run_dir: str | Path) -> list[str]:
     return names
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of the run's :data:`METRICS_FILE` (``[]`` when it has none), read under the rule;
+    a line that is not a JSON object with an integer ``epoch`` is one :class:`RunDirError` naming the file."""
+    import json
+
+    run_dir = Path(run_dir)
+    if not check_entry(run_dir, METRICS_FILE, must_exist=False):
+        return []
+    path = run_dir / METRICS_FILE
+    with open_inside(run_dir, METRICS_FILE) as f:
+        raw = f.read()
+    records = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise RunDirError(
+                f"{path} line {number} is not a metrics record (a JSON object with an integer epoch); is the run "
+                f"directory damaged?"
+            )
+        records.append(record)
+    return records
+
+
 def read_cka_analysis(run_dir: str | Path) -> tuple[dict, str] | None:
     """The run's natural-vs-adversarial CKA (:data:`CKA_ANALYSIS_FILE`) and the sha256 of the bytes read, or
     ``None`` when it has none. Read
@@ -205,12 +233,17 @@ def read_cka_analysis(run_dir: str | Path) -> tuple[dict, str] | None:
     models, images = data.get("models"), data.get("images")
     if not isinstance(models, dict) or not all(isinstance(models.get(k), dict) for k in ("a", "b")):
         raise bad("models.a / models.b are missing")
-    if models["a"].get("weights_sha256") != models["b"].get("weights_sha256") or not models["a"].get("weights_sha256"):
+    sha = models["a"].get("weights_sha256")
+    if not isinstance(sha, str) or not sha or models["b"].get("weights_sha256") != sha:
         raise bad("models a and b are not the same recorded weights")
     if not isinstance(images, dict) or not isinstance(images.get("n_used"), int) or images["n_used"] <= 0:
         raise bad("images.n_used is missing")
     if not isinstance(images.get("b_inputs"), str) or images["b_inputs"] == "clean":
         raise bad(f"model B saw {images.get('b_inputs')!r} images, not adversarial ones (--b-inputs pgd20)")
+    for key, kinds in (("eps", (int, float)), ("seed", (int,)), ("dataset", (str,)), ("split", (str,))):
+        value = images.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise bad(f"images.{key} is {value!r}")
     if not isinstance(data.get("estimator"), dict):
         raise bad("estimator is missing")
     return data, hashlib.sha256(raw).hexdigest()

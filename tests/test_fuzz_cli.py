@@ -210,6 +210,14 @@ def _carded_eval(data: bytes | str):
     return setup
 
 
+def _carded_file(name: str, data: bytes | str):
+    def setup(tree: Tree, scratch: Path) -> None:
+        m = _copy_run("carded")(tree, scratch)
+        (m / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return setup
+
+
 def _checkpoint(payload: Callable[[], object] | bytes):
     def setup(tree: Tree, scratch: Path) -> None:
         out = scratch / "out"
@@ -300,7 +308,7 @@ CASES = [
     Case("eval-attack-bad-eps", "cli", lambda t, s: ["eval", str(t.run), "--attacks", "pgd20@x"], "eps"),
     Case("eval-n-examples-zero", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--n-examples", "0"], "positive"),
     Case("eval-batch-zero", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--batch-size", "0"], "positive"),
-    Case("eval-batch-word", "cli", lambda t, s: ["eval", str(t.run), "--batch-size", "many"], "must be a positive integer"),
+    Case("eval-batch-word", "cli", lambda t, s: ["eval", str(t.run), "--batch-size", "many"], "positive integer"),
     Case("eval-device-tpu", "cli", lambda t, s: ["eval", str(t.run), *EVAL[:-2], "--device", "tpu"], "unknown device"),
     Case("eval-dataset-unknown", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--dataset", "imagenet"], "imagenet"),
     Case("eval-json-is-dir", "cli", lambda t, s: ["eval", str(t.run), *EVAL, "--json", str(s)], "directory"),
@@ -327,6 +335,13 @@ CASES = [
          setup=_carded_eval('{"schema": "cure_zoo.eval/1", "dataset": 5}')),
     Case("card-eval-option-missing", "cli", lambda t, s: ["card", str(t.run), "--eval", str(s / "none.json")],
          "none.json"),
+    Case("card-metrics-damaged", "cli", lambda t, s: ["card", M(t, s)], "metrics.jsonl line 2",
+         setup=_carded_file("metrics.jsonl", '{"epoch": 1}\n{x\n')),
+    Case("card-metrics-binary", "cli", lambda t, s: ["card", M(t, s)], "metrics.jsonl line 1",
+         setup=_carded_file("metrics.jsonl", BINARY)),
+    Case("card-grad-stats-damaged", "cli", lambda t, s: ["card", M(t, s)], "gradient statistics",
+         setup=_carded_file("metrics.jsonl", '{"epoch": 1, "grad_stats": [{"kind": "updated", "global_step": 1, '
+                            '"epoch": 1, "p": 10, "tensors": {"w": {"updated_pct": 50}}}]}\n')),
     Case("card-config-list", "cli", lambda t, s: ["card", M(t, s)], "config.json",
          setup=lambda t, s: (_copy_run("carded")(t, s) / "config.json").write_text("[]")),
     # ---- push (HF_HUB_OFFLINE=1 and an endpoint on a closed loopback port, from conftest)

@@ -107,8 +107,8 @@ def test_train_state_round_trips_and_saves_the_legacy_layout():
 def test_a_checkpoint_in_the_layout_before_train_state_resumes_bit_exactly(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
+    from cure_zoo.rundir import RunDirError, read_metrics
     from cure_zoo.training import RunInterrupted, load_recipe, train
-    from cure_zoo.training.outputs import read_metrics
     from cure_zoo.training.trainer import Trainer
 
     values = {
@@ -159,3 +159,7 @@ def test_a_checkpoint_in_the_layout_before_train_state_resumes_bit_exactly(tmp_p
 
     assert same(read_metrics(tmp_path / "cut")) == same(read_metrics(tmp_path / "whole"))
     assert [m["lr"] for m in resumed.metrics] == [0.05, 0.05 * 0.1]
+    # a finished run whose metrics.jsonl was damaged since: one line naming the file and the line, not a traceback
+    (tmp_path / "whole" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": "two"}\n')
+    with pytest.raises(RunDirError, match="metrics.jsonl line 2 is not a metrics record"):
+        train(load_recipe(None, values), tmp_path / "whole")

@@ -5,21 +5,42 @@ RGP mask (Fig. 6b, 10), or, for a method without the mask, the percentage that w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import CureZooError
-from ..rundir import METRICS_FILE
+from ..rundir import METRICS_FILE, read_metrics
 from .figures import pyplot, save_png
 
 PHASES = ("early", "middle", "late")
 
 
-def grad_stats_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every gradient-statistics record of the metrics.jsonl ``records``, in step order."""
-    out = [g for record in records for g in record.get("grad_stats") or []]
+def grad_stats_records(records: list[dict[str, Any]], where: str | Path = METRICS_FILE) -> list[dict[str, Any]]:
+    """Every gradient-statistics record of the metrics.jsonl ``records``, in step order, each checked (step,
+    epoch, kind, p, per tensor its mean magnitude and share); a record this version cannot read is one
+    CureZooError naming ``where``."""
+    out = []
+    for record in records:
+        for g in record.get("grad_stats") or []:
+            if not _readable(g):
+                raise CureZooError(f"{where} holds gradient statistics this version cannot read; is the file damaged?")
+            out.append(g)
     return sorted(out, key=lambda g: g["global_step"])
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _readable(g: Any) -> bool:
+    if not isinstance(g, dict) or g.get("kind") not in ("updated", "would_pass"):
+        return False
+    if not all(isinstance(g.get(k), int) for k in ("global_step", "epoch")) or not _number(g.get("p")):
+        return False
+    tensors, share = g.get("tensors"), f"{g['kind']}_pct"
+    return isinstance(tensors, dict) and all(
+        isinstance(t, dict) and _number(t.get("grad_abs_mean")) and _number(t.get(share)) for t in tensors.values()
+    )
 
 
 def load_grad_stats(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -27,17 +48,7 @@ def load_grad_stats(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise CureZooError(f"{run_dir} has no {METRICS_FILE}; pass a training run directory")
-    try:
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
-        raise CureZooError(f"{path} has a line that is not JSON ({err.msg}); is the run directory damaged?") from None
-    try:
-        stats = grad_stats_records(records)
-        for g in stats:
-            if not isinstance(g["tensors"], dict) or g["kind"] not in ("updated", "would_pass"):
-                raise TypeError
-    except (AttributeError, KeyError, TypeError):
-        raise CureZooError(f"{path} holds gradient statistics this version cannot read; is the file damaged?") from None
+    stats = grad_stats_records(read_metrics(run_dir), path)
     if not stats:
         raise CureZooError(
             f"{path} holds no gradient statistics; train with --set run.grad_stats_every=N (steps between records)"

@@ -49,6 +49,7 @@ from ..rundir import (
     check_entry,
     figure_names,
     read_cka_analysis,
+    read_metrics,
     staging_leftovers,
     swap_in,
 )
@@ -84,16 +85,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CureZooError(f"{path} holds a JSON {type(data).__name__}, not an object ({what})")
     return data
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
-        raise CureZooError(f"{path} has a line that is not JSON ({err.msg}); is the run directory damaged?") from None
 
 
 def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_repo: str | None = None) -> Path:
@@ -144,6 +135,10 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
             f"{cka[0]['models']['a']['weights_sha256'][:12]}..., not on {weights} ({sha[:12]}...); make it again: "
             f"cure-zoo analyze cka {run_dir} {run_dir} --b-inputs pgd20 --out DIR, then copy DIR/cka.json there"
         )
+    from ..analysis.gradstats import grad_stats_records
+
+    records = read_metrics(run_dir)  # read and checked before anything is written
+    grad_stats = grad_stats_records(records, run_dir / METRICS_FILE)
     for leftover in staging_leftovers(run_dir):  # an earlier card that was killed half-way
         shutil.rmtree(leftover, ignore_errors=True)
     try:
@@ -151,7 +146,7 @@ def card_for_run(run_dir: str | Path, eval_path: str | Path | None = None, hub_r
     except OSError as err:
         raise CureZooError(f"cannot write the card into {run_dir}: {err.strerror}") from None
     try:
-        names = _build_card(run_dir, stage, config, eval_path, result, hub_repo, cka)
+        names = _build_card(run_dir, stage, config, eval_path, result, hub_repo, records, grad_stats, cka)
         swap_in(run_dir, stage, names)
     except OSError as err:
         raise CureZooError(
@@ -169,9 +164,12 @@ def _build_card(
     eval_path: Path,
     result: Any,
     hub_repo: str | None,
+    records: list[dict[str, Any]],
+    grad_stats: list[dict[str, Any]],
     cka: tuple[dict[str, Any], str] | None = None,
 ) -> list[str]:
     """Write the card's files into ``stage``; returns the names to swap into ``run_dir``, config.json last.
+    ``records``/``grad_stats``: the run's metrics.jsonl and the gradient statistics in it, checked;
     ``cka``: the run's natural-vs-adversarial CKA and its sha256 (:func:`cure_zoo.rundir.read_cka_analysis`)."""
     names = [FIGURES_DIR]
     eval_file = run_dir / EVAL_FILE
@@ -184,7 +182,7 @@ def _build_card(
     config = dict(config, **{CONFIG_BLOCK: dict(zoo, weights_sha256=result.model["weights_sha256"], claims=claims)})
     card = _run_card_data(config, claims, result.flags, hub_repo)
     (stage / FIGURES_DIR).mkdir()
-    card.figures = _draw_figures(stage, card, _read_metrics(run_dir))
+    card.figures = _draw_figures(stage, card, records, grad_stats)
     if cka is not None:
         card.cka = _cka_summary(cka[0], card.model_name)
         _draw_cka(stage, cka[0], card.cka)
@@ -256,9 +254,11 @@ def _run_card_data(config: dict[str, Any], claims: dict[str, Any], flags: list[s
     )
 
 
-def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) -> dict[str, str]:
+def _draw_figures(
+    out_dir: Path, card: CardData, records: list[dict[str, Any]], stats: list[dict[str, Any]]
+) -> dict[str, str]:
     """Draw the card's figures into ``out_dir/figures``; returns figure key -> path relative to ``out_dir``."""
-    from ..analysis.gradstats import grad_stats_records, plot_grad_stats
+    from ..analysis.gradstats import plot_grad_stats
     from .plots import plot_tradeoff, plot_training_curves
 
     figures: dict[str, str] = {}
@@ -267,7 +267,6 @@ def _draw_figures(out_dir: Path, card: CardData, records: list[dict[str, Any]]) 
         records, fig_dir / "training_curves.png", f"{card.model_name}: held-out accuracy per epoch"
     ):
         figures["training_curves"] = f"{FIGURES_DIR}/training_curves.png"
-    stats = grad_stats_records(records)
     if stats and plot_grad_stats(stats, fig_dir / "grad_stats.png", f"{card.model_name}: gradients during training"):
         figures["grad_stats"] = f"{FIGURES_DIR}/grad_stats.png"
     results = card.claims["results"]

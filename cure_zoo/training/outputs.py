@@ -116,13 +116,6 @@ def write_metrics(output_dir: Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(output_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
-    path = output_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def weights_metadata(recipe: Recipe) -> dict[str, str]:
     return {"format": "pt", "method": recipe.method, "recipe": recipe.name, "dataset": recipe.data.dataset}
 

@@ -25,7 +25,7 @@ import torch
 
 from .. import distributed as du
 from ..errors import CureZooError
-from ..rundir import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, CONFIG_BLOCK
+from ..rundir import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, CONFIG_BLOCK, read_metrics
 from .checkpoint import (
     TrainState,
     capture_rng_state,
@@ -42,7 +42,6 @@ from .modeling import build_model, compile_model, load_init_weights, sync_batchn
 from .outputs import (
     final_paths,
     provenance,
-    read_metrics,
     write_config,
     write_hparams,
     write_metrics,
