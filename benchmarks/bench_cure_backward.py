@@ -44,8 +44,8 @@ import cure_zoo  # noqa: E402,F401
 from cure_zoo.attacks.losses import ce_loss, kl_logits_loss  # noqa: E402
 from cure_zoo.data import load_bundled  # noqa: E402
 from cure_zoo.training.methods.base import trades_terms  # noqa: E402
-from cure_zoo.training.recipe import load_recipe  # noqa: E402
 from cure_zoo.training.modeling import build_model  # noqa: E402
+from cure_zoo.training.recipe import load_recipe  # noqa: E402
 from cure_zoo.training.revision import RevisionModel  # noqa: E402
 from cure_zoo.training.rgp import masked_parameter_names  # noqa: E402
 
@@ -152,9 +152,7 @@ def main() -> None:
         "| variant | median | x loss backward (median of round ratios) |",
         "|---|---|---|",
     ]
-    lines += [
-        f"| {v} | {result['median_s'][v]:.3f} s | {result['ratio_vs_loss_backward'][v]:.2f} |" for v in VARIANTS
-    ]
+    lines += [f"| {v} | {result['median_s'][v]:.3f} s | {result['ratio_vs_loss_backward'][v]:.2f} |" for v in VARIANTS]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
