@@ -43,7 +43,7 @@ import torchattacks  # noqa: E402
 
 import cure_zoo  # noqa: E402,F401
 from cure_zoo.data import load_bundled  # noqa: E402
-from cure_zoo.evaluation import resolve_device  # noqa: E402
+from cure_zoo.distributed import resolve_device  # noqa: E402
 from cure_zoo.evaluation.autoattack import run_autoattack  # noqa: E402
 from cure_zoo.evaluation.engine import (  # noqa: E402
     attack_batch,

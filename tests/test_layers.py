@@ -71,6 +71,12 @@ def imports_in(source: str, module: str, is_package: bool) -> list[tuple[int, st
                 ]
             else:
                 found.append((node.lineno, target))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            # importlib.import_module("cure_zoo.hub") / __import__("cure_zoo.hub"): literal names only
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                found.append((node.lineno, node.args[0].value))
     return [(line, name) for line, name in found if name == PACKAGE or name.startswith(PACKAGE + ".")]
 
 
@@ -86,20 +92,28 @@ def _sources() -> list[Path]:
     return sorted(ROOT.rglob("*.py"))
 
 
-def upward_imports() -> list[str]:
+def upward_in(where: str, module: str, imports: list[tuple[int, str]]) -> list[str]:
+    """The imports of ``module`` (``imports_in``'s list; ``where`` names its file) that reach a higher layer."""
+    source = _unit(module)
+    if source == "cli":  # the top: it may import anything
+        return []
     problems = []
-    for path in _sources():
-        source = _unit(_module_name(path))
-        if source == "cli":  # the top: it may import anything
-            continue
-        for line, target in _imports(path):
-            unit = _unit(target)
-            if _layer(unit) > _layer(source):
-                problems.append(
-                    f"{path.relative_to(ROOT.parent)}:{line}: imports {target} "
-                    f"({unit}, layer {_layer(unit)}) from {source} (layer {_layer(source)})"
-                )
+    for line, target in imports:
+        unit = _unit(target)
+        if _layer(unit) > _layer(source):
+            problems.append(
+                f"{where}:{line}: imports {target} ({unit}, layer {_layer(unit)}) from {source} "
+                f"(layer {_layer(source)})"
+            )
     return problems
+
+
+def upward_imports() -> list[str]:
+    return [
+        problem
+        for path in _sources()
+        for problem in upward_in(str(path.relative_to(ROOT.parent)), _module_name(path), _imports(path))
+    ]
 
 
 def subpackage_cycles() -> list[str]:
@@ -152,3 +166,14 @@ def test_the_checker_sees_lazy_and_relative_imports():
     )
     found = [name for _, name in imports_in(source, "cure_zoo.models.probe", is_package=False)]
     assert found == ["cure_zoo.hub", "cure_zoo", "cure_zoo.io", "cure_zoo.evaluation.result", "cure_zoo.cli.main"]
+
+
+def test_the_checker_reports_a_planted_upward_import():
+    source = (
+        "import importlib\nfrom ..errors import CureZooError\ndef f():\n    importlib.import_module('cure_zoo.hub')\n"
+    )
+    imports = imports_in(source, "cure_zoo.models.probe", is_package=False)
+    assert imports == [(2, "cure_zoo.errors"), (4, "cure_zoo.hub")]
+    problems = upward_in("probe.py", "cure_zoo.models.probe", imports)
+    assert problems == ["probe.py:4: imports cure_zoo.hub (hub, layer 4) from models (layer 2)"]
+    assert upward_in("x.py", "cure_zoo.cli.x", imports) == []  # the top may import anything

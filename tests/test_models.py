@@ -9,7 +9,7 @@ from PIL import Image
 
 import cure_zoo
 from cure_zoo.models import preact_resnet, resnet, wide_resnet
-from cure_zoo.models._builder import shipped_weights_file
+from cure_zoo.models._hub import shipped_weights_file
 from cure_zoo.models.zoo import PAPER_PAIRS, ZOO, find_entry
 
 from .conftest import DATA_DIR

@@ -1,6 +1,6 @@
 """Reliability on bad input and odd environments: non-finite logits, inconsistent configs, YAML 1.2 numbers
 and fractions in recipes, a leftover torchrun environment, Ctrl-C during training, exit codes, and the
-one-line errors for damaged or mistyped files. Each test fails on the code before the fix (issue 10)."""
+one-line errors for damaged or mistyped files. Each test fails on the code before the fix."""
 
 from __future__ import annotations
 

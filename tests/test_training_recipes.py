@@ -200,3 +200,12 @@ def test_layerwise_at_updates_only_the_chosen_blocks(reinit):
     method.step(batch, StepContext(1, contextlib.nullcontext, lambda tensors: None))
     for name, p in model.named_parameters():
         assert (p.grad is not None) == (name in trainable), name
+
+
+def test_the_one_list_of_methods_matches_the_method_classes():
+    from cure_zoo.models.zoo import CURE_METHODS, METHODS
+    from cure_zoo.training.methods import METHOD_CLASSES
+    from cure_zoo.training.methods.cure import Cure
+
+    assert set(METHOD_CLASSES) == set(METHODS)
+    assert {name for name, cls in METHOD_CLASSES.items() if issubclass(cls, Cure)} == set(CURE_METHODS)

@@ -36,7 +36,6 @@ from ..errors import CureZooError
 from ..io import write_json_atomic
 from ..rundir import CKA_SCHEMA
 
-SCHEMA = CKA_SCHEMA
 LOGITS = "logits"  # the name of the model's output in the layer lists
 MIN_BATCH = 4  # the unbiased HSIC estimator divides by n (n - 3)
 
@@ -177,7 +176,7 @@ class CKAResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
+            "schema": CKA_SCHEMA,
             "models": self.models,
             "images": self.images,
             "estimator": self.estimator,

@@ -85,7 +85,7 @@ def _check_state_dir(folder: str) -> None:
     problem = None
     if not os.path.isdir(existing):
         problem = f"{existing} is not a folder"
-    else:
+    elif hasattr(os, "statvfs"):  # POSIX
         fs = os.statvfs(existing)
         if fs.f_flag & os.ST_RDONLY:
             problem = "Read-only file system"
@@ -93,5 +93,7 @@ def _check_state_dir(folder: str) -> None:
             problem = "Permission denied"
         elif fs.f_bavail * fs.f_frsize < 1 << 20:
             problem = "No space left on device"
+    elif not os.access(existing, os.W_OK):  # elsewhere: what os.access can tell without writing
+        problem = "Permission denied"
     if problem:
         raise CureZooError(f"--state-dir {folder} cannot hold verify's chunks ({problem}); pass a writable folder")

@@ -4,7 +4,7 @@ and JSON form; :func:`evaluate_chunked` the same in resumable chunks. See :mod:`
 settings."""
 
 from .chunked import evaluate_chunked
-from .engine import DEFAULT_ATTACKS, evaluate, resolve_device
+from .engine import DEFAULT_ATTACKS, evaluate
 from .metrics import accuracy_summary, nrr, wilson_interval, worst_case
 from .protocol import BASE_ATTACKS, DEFAULT_EPS, VALID_NAMES, AttackSpec, parse_attacks, parse_eps
 from .result import SCHEMA, EvalResult
@@ -23,7 +23,6 @@ __all__ = [
     "nrr",
     "parse_attacks",
     "parse_eps",
-    "resolve_device",
     "wilson_interval",
     "worst_case",
 ]

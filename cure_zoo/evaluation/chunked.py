@@ -69,8 +69,9 @@ def evaluate_chunked(
     measures afresh; ``keep=True``: every chunk is written and kept. ``chunk_name``: the file name,
     formatted with ``start`` and ``stop``, the official index of the chunk's first image and one past its
     last. The other arguments are :func:`~cure_zoo.evaluation.evaluate`'s."""
+    from ..distributed import resolve_device
     from ..models.loader import LoadedModel, load_model
-    from . import evaluate, resolve_device  # looked up at call time (tests replace evaluate)
+    from . import evaluate  # looked up at call time (tests replace evaluate)
     from .protocol import parse_norm
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CureZooError
+from ..rundir import CONFIG_BLOCK, CONFIG_FILE
 from .protocol import eps_label
 from .result import EvalResult
 
@@ -57,9 +58,9 @@ def run_zoo_config(spec: str | None) -> dict[str, Any]:
         return {}
     path = Path(spec)
     directory = path if path.is_dir() else path.parent if path.suffix == ".safetensors" else None
-    if directory is None or not (directory / "config.json").is_file():
+    if directory is None or not (directory / CONFIG_FILE).is_file():
         return {}
-    return read_run_config(directory).get("cure_zoo") or {}
+    return read_run_config(directory).get(CONFIG_BLOCK) or {}
 
 
 def _pct(value: float) -> str:

@@ -18,6 +18,7 @@ from .paper_results import reported_for
 
 def registered_recipes() -> dict[str, str]:
     """zoo model name -> the recipe (file stem in ``recipes/``) that trains it."""
+    from ..models.zoo import RECIPE_ONLY_METHODS
     from ..training.recipe import RECIPES_DIR, available_recipes, load_recipe
 
     out: dict[str, str] = {}
@@ -25,7 +26,7 @@ def registered_recipes() -> dict[str, str]:
         return out
     for name in available_recipes():
         recipe = load_recipe(name)
-        if recipe.model_name and recipe.method != "cure_eff":
+        if recipe.model_name and recipe.method not in RECIPE_ONLY_METHODS:
             out.setdefault(recipe.model_name, name)
     return out
 

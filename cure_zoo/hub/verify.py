@@ -20,8 +20,9 @@ from typing import Any
 from ..errors import CureZooError
 from ..evaluation.chunked import DEFAULT_CHUNK, evaluate_chunked
 from ..io import sha256_file, write_json_atomic
-from ..models._hub import cache_dir, download_file, hub_config
+from ..models import cache_dir, download_file, hub_config
 from ..rundir import CONFIG_BLOCK, EVAL_FILE
+from ..tables import text_table
 from .claims import accuracy_claims, derived_claims, protocol_norm, read_claims
 from .tolerance import DERIVED_INPUTS, Verdict, judge_accuracy, judge_derived
 
@@ -238,9 +239,7 @@ def format_report(report: VerifyReport) -> str:
                 v.detail,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  ------")
+    lines = [text_table(rows)]
     failed = [v.metric for v in report.verdicts if not v.passed]
     lines.append("")
     lines.append(

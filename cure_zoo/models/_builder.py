@@ -3,13 +3,11 @@ the registration of each family's flat zoo names with timm."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +16,7 @@ from safetensors.torch import load_file as load_safetensors
 from timm.models import build_model_with_cfg, create_model, register_model, resolve_pretrained_cfg
 
 from ..errors import WeightsIntegrityError
-from ._hub import resolve_weights_file
+from ._hub import resolve_weights_file, shipped_weights_file
 from .zoo import ZOO, ZooEntry, find_entry
 
 _logger = logging.getLogger(__name__)
@@ -41,21 +39,6 @@ def cfg(**kwargs: Any) -> dict[str, Any]:
         "paper_name": "Conserve-Update-Revise to Cure Generalization and Robustness Trade-off in Adversarial Training",
         **kwargs,
     }
-
-
-def shipped_weights_file(entry: ZooEntry) -> str | None:
-    """Where the weights of an entry that ships them with a package lie (this package's bundled run
-    directories, the pyautoattack wheel), if they are installed; None for Hub entries."""
-    if entry.weights_source == "package":
-        file = entry.bundled_dir / "model.safetensors"
-        return str(file) if entry.published and file.is_file() else None
-    if entry.weights_source == "pyautoattack":
-        spec = importlib.util.find_spec("pyautoattack")  # finds the package without importing it
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        file = Path(spec.submodule_search_locations[0]) / "examples" / "model_test.pt"
-        return str(file) if file.is_file() else None
-    return None
 
 
 def entry_cfg(entry: ZooEntry, **kwargs: Any) -> dict[str, Any]:
@@ -206,7 +189,8 @@ def load_weights_strict(
             parts.append(f"{len(unexpected)} the model does not have (e.g. {unexpected[0]})")
         raise WeightsIntegrityError(
             f"the weights in {file} do not fit {name}: tensors {'; '.join(parts)}; nothing was loaded. The file is "
-            f"for another architecture or other model_args/num_classes than config.json says, or it is damaged"
+            f"for another architecture or other model_args/num_classes than the model was built with (its "
+            f"config.json, or the factory given with --weights), or it is damaged"
         )
     model.load_state_dict(state_dict, strict=not reset_classifier)
     return model

@@ -16,6 +16,7 @@ file, or raises one clear :class:`PretrainedWeightsError`:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 CACHE_ENV = "CURE_ZOO_CACHE"
+# the natural ResNet-18 inside the pyautoattack wheel (st_resnet18_cifar10.autoattack), a torch pickle
+PYAUTOATTACK_WEIGHTS = ("examples", "model_test.pt")
 
 
 def cache_dir() -> Path:
@@ -94,7 +97,7 @@ def _unavailable(name: str, repo_id: str, reason: str) -> PretrainedWeightsError
     )
 
 
-def _hub_reason(err: Exception) -> str:
+def hub_failure_reason(err: Exception) -> str:
     """One line for why a Hub download failed (never the token, never a traceback)."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -130,9 +133,10 @@ def download_file(hf_hub_id: str, filename: str, name: str) -> Path:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
         if filename == WEIGHTS_FILE:
-            raise _unavailable(name, repo_id, _hub_reason(err)) from None
+            raise _unavailable(name, repo_id, hub_failure_reason(err)) from None
         raise PretrainedWeightsError(
-            f"{filename} of {name} could not be fetched from Hugging Face Hub repo {repo_id!r} ({_hub_reason(err)})"
+            f"{filename} of {name} could not be fetched from Hugging Face Hub repo {repo_id!r} "
+            f"({hub_failure_reason(err)})"
         ) from None
 
 
@@ -207,23 +211,41 @@ def package_weights_file(entry: ZooEntry | None, name: str) -> Path:
     return weights
 
 
+def shipped_weights_file(entry: ZooEntry) -> str | None:
+    """Where the weights of an entry that ships them with a package lie (this package's bundled run
+    directories, the pyautoattack wheel), if they are installed; None for Hub entries."""
+    if entry.weights_source == "package":
+        file = entry.bundled_dir / WEIGHTS_FILE
+        return str(file) if entry.published and file.is_file() else None
+    if entry.weights_source == "pyautoattack":
+        spec = importlib.util.find_spec("pyautoattack")  # finds the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        file = Path(spec.submodule_search_locations[0]).joinpath(*PYAUTOATTACK_WEIGHTS)
+        return str(file) if file.is_file() else None
+    return None
+
+
 def pyautoattack_resnet18_file() -> Path:
     """The ResNet-18 that ships in the pyautoattack wheel, converted to safetensors on first use."""
     try:
         version = metadata.version("pyautoattack")
-        source = resources.files("pyautoattack") / "examples" / "model_test.pt"
+        source = resources.files("pyautoattack").joinpath(*PYAUTOATTACK_WEIGHTS)
     except (metadata.PackageNotFoundError, ModuleNotFoundError):
         raise PretrainedWeightsError(
             "st_resnet18_cifar10.autoattack needs the pyautoattack package: pip install pyautoattack"
         ) from None
     if not source.is_file():
         raise PretrainedWeightsError(
-            f"pyautoattack {version} has no examples/model_test.pt; reinstall it: pip install --force-reinstall "
-            f"pyautoattack"
+            f"pyautoattack {version} has no {'/'.join(PYAUTOATTACK_WEIGHTS)}; reinstall it: pip install "
+            f"--force-reinstall pyautoattack"
         )
     target = cache_dir() / f"pyautoattack-{version}" / WEIGHTS_FILE
     with resources.as_file(source) as src:
-        meta = {"source": f"pyautoattack=={version}:examples/model_test.pt", "source_sha256": sha256_file(src)}
+        meta = {
+            "source": f"pyautoattack=={version}:{'/'.join(PYAUTOATTACK_WEIGHTS)}",
+            "source_sha256": sha256_file(src),
+        }
         made_from = json.dumps(meta, sort_keys=True)
         if not read_checked(target, made_from):  # first use, or the cached file changed: convert again
             state_dict = torch.load(src, map_location="cpu", weights_only=True)

@@ -20,7 +20,7 @@ from ..errors import CureZooError, PretrainedWeightsError, UnknownModelError
 from ..io import sha256_file
 from ..rundir import CONFIG_BLOCK, CONFIG_FILE, WEIGHTS_FILE, described_sha256
 from ._builder import load_weights_strict
-from ._hub import _hub_reason, verify_sha256
+from ._hub import hub_failure_reason, verify_sha256
 from .zoo import ZOO, ZooEntry, find_entry
 
 
@@ -151,7 +151,7 @@ def _create_from_hub(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     except CureZooError:
         raise
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise PretrainedWeightsError(f"cannot load {spec}: {_hub_reason(err)}") from None
+        raise PretrainedWeightsError(f"cannot load {spec}: {hub_failure_reason(err)}") from None
 
 
 def read_run_config(directory: Path) -> dict[str, Any]:

@@ -32,8 +32,11 @@ METHODS = {
     "cure_eff": "CURE-Eff (natural warm-up, then CURE, in one budget; paper App. B)",
 }
 MethodName = Literal[tuple(METHODS)]  # a recipe's ``method``
+# the methods that run the CURE step (a recipe's ``cure`` section applies to them)
+CURE_METHODS = ("cure", "cure_eff")
 # the methods registered for every paper pair; CURE-Eff is a recipe (paper App. B), not a zoo model
-ZOO_METHODS = tuple(m for m in METHODS if m != "cure_eff")
+RECIPE_ONLY_METHODS = ("cure_eff",)
+ZOO_METHODS = tuple(m for m in METHODS if m not in RECIPE_ONLY_METHODS)
 
 # short architecture name -> (timm architecture entrypoint, human name)
 ARCHITECTURES = {

@@ -31,10 +31,9 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import CureZooError
-from ..models.zoo import MethodName
+from ..models.zoo import CURE_METHODS, MethodName
 from ..parsing import load_yaml, parse_number
 
-CURE_METHODS = ("cure", "cure_eff")
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # package data: ships in the wheel
 
 

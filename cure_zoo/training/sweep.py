@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_json_atomic, write_text_atomic
+from ..tables import markdown_table
 from .recipe import Recipe, RecipeError, load_recipe, parse_override
 
 SUMMARY_JSON = "sweep_summary.json"
@@ -97,14 +98,14 @@ def write_summary(output: Path, recipe_name: str, rows: list[dict[str, Any]], pl
         f"{len(rows)} of {planned} runs finished. Accuracies (%) are each run's last evaluated epoch, on the "
         "held-out images of the per-epoch check (`eval.*`), not a full evaluation.",
         "",
-        "| key | value | epoch | " + " | ".join(columns) + " | run |",
-        "|---|---|---|" + "---|" * len(columns) + "---|",
     ]
+    table = []
     for row in rows:
         ev = row["eval"] or {}
         cells = [f"{ev[c]:.2f}" if c in ev else "-" for c in columns]
         epoch = "-" if row["eval_epoch"] is None else str(row["eval_epoch"])
-        lines.append(f"| `{row['key']}` | {row['value']} | {epoch} | " + " | ".join(cells) + f" | {row['run_dir']} |")
+        table.append([f"`{row['key']}`", str(row["value"]), epoch, *cells, str(row["run_dir"])])
+    lines.append(markdown_table(["key", "value", "epoch", *columns, "run"], table))
     md_path = write_text_atomic(output / SUMMARY_MD, "\n".join(lines) + "\n")
     return json_path, md_path
 
