@@ -216,6 +216,37 @@ def test_torchscript_gives_the_eager_outputs(name):
     torch.testing.assert_close(scripted(x), model(x))
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fx_traced_model_scripts_and_gives_the_eager_outputs(name):
+    # timm's suite traces every model with torch.fx and scripts the graph: string annotations (a module with
+    # ``from __future__ import annotations``) end up in the generated code and TorchScript cannot read them
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = _small(name).eval()
+    x = torch.rand(2, 3, 32, 32)
+    traced = create_feature_extractor(model, return_nodes=["linear" if "wrn" not in name else "fc"])
+    scripted = torch.jit.script(traced)
+    torch.testing.assert_close(list(scripted(x).values())[0], model(x))
+
+
+SHIPPED = "st_resnet18_w16_cifar10_5k"
+
+
+def test_pretrained_weights_follow_timms_in_chans_and_num_classes_conventions():
+    base = timm.create_model(SHIPPED, pretrained=True).eval()
+    grey = timm.create_model(SHIPPED, pretrained=True, in_chans=1, num_classes=5)
+    # in_chans=1: the first convolution's kernels summed over the three input channels (timm's adapt_input_conv)
+    torch.testing.assert_close(grey.conv1.weight, base.conv1.weight.sum(1, keepdim=True))
+    assert grey.get_classifier().out_features == 5
+    ours = base.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in grey.state_dict().items() if k.startswith("layer"))
+    features = timm.create_model(SHIPPED, pretrained=True, num_classes=0).eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(features(x), base.forward_head(base.forward_features(x), pre_logits=True))
+    maps = timm.create_model(SHIPPED, pretrained=True, features_only=True).eval()
+    torch.testing.assert_close(maps(x)[-1], base.forward_intermediates(x, intermediates_only=True)[-1])
+
+
 @pytest.mark.parametrize(
     "name,count",
     [

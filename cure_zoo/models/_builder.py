@@ -13,7 +13,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file as load_safetensors
-from timm.models import build_model_with_cfg, create_model, register_model, resolve_pretrained_cfg
+from timm.models import (
+    adapt_input_conv,
+    build_model_with_cfg,
+    create_model,
+    register_model,
+    resolve_pretrained_cfg,
+)
 
 from ..errors import WeightsIntegrityError
 from ._hub import resolve_weights_file, shipped_weights_file
@@ -166,7 +172,17 @@ def load_weights_strict(
     timm's fine-tuning convention, asked for explicitly with ``num_classes`` != the weights' class count
     (``reset_classifier``): the classifier is then left freshly initialised, and that is logged."""
     state_dict = checkpoint_filter_fn(read_weights(file), model)
-    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "fc"
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    classifier = cfg.get("classifier") or "fc"
+    first_conv = f"{cfg.get('first_conv') or 'conv1'}.weight"
+    own_first, file_first = model.state_dict().get(first_conv), state_dict.get(first_conv)
+    if own_first is not None and file_first is not None and own_first.shape != file_first.shape:
+        if own_first.shape[0] == file_first.shape[0] and own_first.shape[2:] == file_first.shape[2:]:
+            # timm's convention for in_chans != the weights' (e.g. 1 for grey images): the first convolution's
+            # kernels are summed or repeated over input channels (timm.models.adapt_input_conv)
+            state_dict[first_conv] = adapt_input_conv(own_first.shape[1], file_first)
+            _logger.warning("%s: %s adapted from %d to %d input channels", name, first_conv,
+                            file_first.shape[1], own_first.shape[1])  # fmt: skip
     if reset_classifier:
         for key in (f"{classifier}.weight", f"{classifier}.bias"):
             state_dict.pop(key, None)
@@ -223,8 +239,20 @@ def build_zoo_model(model_cls: type[nn.Module], variant: str, pretrained: bool, 
     if pretrained:
         file = resolve_weights_file(pretrained_cfg, name, entry)
         if file is not None:
-            # the weights are loaded here, strictly, not by timm (see load_weights_strict)
             pretrained_cfg = replace(pretrained_cfg, file=file, source=None)
+            if kwargs.get("features_only"):
+                # the feature wrapper has no classifier: timm loads the verified file into the whole network,
+                # strictly (every tensor, same shapes; in_chans adapted as timm does), and then wraps it
+                return build_model_with_cfg(
+                    model_cls,
+                    variant,
+                    True,
+                    pretrained_cfg=pretrained_cfg,
+                    pretrained_filter_fn=checkpoint_filter_fn,
+                    pretrained_strict=True,
+                    **kwargs,
+                )
+            # the weights are loaded here, strictly, not by timm (see load_weights_strict)
             model = build_model_with_cfg(model_cls, variant, False, pretrained_cfg=pretrained_cfg, **kwargs)
             reset = "num_classes" in kwargs and kwargs["num_classes"] != pretrained_cfg.num_classes
             return load_weights_strict(model, file, name, reset_classifier=reset)

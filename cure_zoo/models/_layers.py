@@ -1,6 +1,7 @@
-"""Layers and the model base shared by the model families."""
+"""Layers and the model base shared by the model families.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` in this module: ``forward`` must carry real annotation objects, which
+torch.fx copies into the code it generates (string annotations there break TorchScript on a traced model)."""
 
 from collections.abc import Sequence
 
