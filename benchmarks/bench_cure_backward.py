@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. the allocator settings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -90,10 +92,16 @@ def main() -> None:
         loss = ce_nat + cfg.beta * kl + cfg.gamma * l_cr
         return ce_nat, ce_loss(z_adv, y).mean(), loss
 
+    faults: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    last_faults = [0]
+
     def timed(fn) -> float:
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         fn()
-        return time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        last_faults[0] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+        return elapsed
 
     def run(variant: str) -> float:
         model.zero_grad(set_to_none=True)
@@ -121,9 +129,11 @@ def main() -> None:
     for r in range(args.rounds + 1):  # round 0 warms up
         order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
         for v in order:
+            last_faults[0] = 0
             t = run(v)
             if r:
                 times[v].append(t)
+                faults[v].append(last_faults[0])
         if r:
             print(f"round {r}: " + ", ".join(f"{v} {times[v][-1]:.3f}s" for v in VARIANTS), flush=True)
 
@@ -136,23 +146,31 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "masked_tensors": len(masked),
+        "allocator": os.environ.get("GLIBC_TUNABLES") or "glibc defaults",
         "median_s": {v: statistics.median(t) for v, t in times.items()},
         "ratio_vs_loss_backward": {
             v: statistics.median(a / b for a, b in zip(t, ref, strict=True)) for v, t in times.items()
         },
+        "minor_page_faults_median": {v: statistics.median(f) for v, f in faults.items()},
         "times_s": times,
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"cure_backward_b{args.batch}"
+    stem = RESULTS / f"cure_backward_b{args.batch}{'_' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         f"# CURE's score passes vs its loss backward: {args.arch}, batch {args.batch}, cpu ({args.threads} "
         f"thread(s), torch {torch.__version__}), {args.rounds} interleaved rounds",
         "",
-        "| variant | median | x loss backward (median of round ratios) |",
-        "|---|---|---|",
+        f"malloc: {result['allocator']}",
+        "",
+        "| variant | median | x loss backward (median of round ratios) | minor page faults (median) |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {v} | {result['median_s'][v]:.3f} s | {result['ratio_vs_loss_backward'][v]:.2f} |" for v in VARIANTS]
+    lines += [
+        f"| {v} | {result['median_s'][v]:.3f} s | {result['ratio_vs_loss_backward'][v]:.2f} | "
+        f"{result['minor_page_faults_median'][v]:,.0f} |"
+        for v in VARIANTS
+    ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

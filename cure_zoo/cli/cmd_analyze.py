@@ -170,6 +170,12 @@ def run_cka(args: argparse.Namespace) -> int:
     return 0
 
 
+def _display_name(spec: str) -> str:
+    """A model's name in a figure legend: a run directory's or weights file's name, else the spec itself."""
+    path = Path(spec)
+    return path.name.removesuffix(".safetensors") if path.exists() else spec
+
+
 def run_minpert(args: argparse.Namespace) -> int:
     from cure_zoo.analysis.minpert import minimum_perturbation, plot_distribution, plot_examples
 
@@ -186,7 +192,7 @@ def run_minpert(args: argparse.Namespace) -> int:
         median = "above eps-max" if s.get("q50") is None else f"{s['q50'] * 255:.2f}/255"
         print(f"{spec}: {s['n_flipped']} of {s['n_correct']} correct images flipped, median {median}")
         print(f"wrote {r.save(out / f'minpert_{i}.json')}")
-    names = list(args.models)
+    names = [_display_name(spec) for spec in args.models]
     print(f"wrote {plot_examples(results, out / 'minpert_examples.png', n=args.show, names=names)}")
     print(f"wrote {plot_distribution(results, out / 'minpert_distribution.png', names=names)}")
     return 0
