@@ -63,3 +63,23 @@ def batch():
         return torch.randn(x.shape, generator=g) if kind == "normal" else torch.rand(x.shape, generator=g)
 
     return Batch(x, y, 1.0, noise)
+
+
+@pytest.fixture
+def stop_at_second_chunk(monkeypatch):
+    """cure_zoo.evaluation.evaluate (which evaluate_chunked looks up at call time) measures the first chunk and
+    raises KeyboardInterrupt on the second, once; later calls measure. Returns the list of every call's image
+    indices (clear it to watch a resumed run)."""
+    import cure_zoo.evaluation as evaluation
+
+    original, calls, made = evaluation.evaluate, [], [0]
+
+    def interrupted(model, images, *a, **k):
+        calls.append(images.indices.tolist())
+        made[0] += 1
+        if made[0] == 2:
+            raise KeyboardInterrupt
+        return original(model, images, *a, **k)
+
+    monkeypatch.setattr(evaluation, "evaluate", interrupted)
+    return calls

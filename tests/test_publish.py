@@ -239,27 +239,14 @@ def test_bad_input_exits_2_with_one_line(run, capsys):
     assert "is corrupted or not the published file" in err and "nothing was loaded" in err
 
 
-def test_verify_resumes_after_an_interruption(run, tmp_path, monkeypatch):
-    import cure_zoo.evaluation as evaluation  # evaluate_chunked() looks evaluate up here at call time
-
-    calls = []
-    original = evaluation.evaluate
-
-    def interrupted(model, images, *a, **k):
-        calls.append(images.indices.tolist())
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(model, images, *a, **k)
-
+def test_verify_resumes_after_an_interruption(run, tmp_path, stop_at_second_chunk):
+    calls = stop_at_second_chunk
     state = tmp_path / "state"
-    monkeypatch.setattr(evaluation, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         verify(str(run), attacks=["nat", "pgd20"], chunk_size=8, state_root=state, progress=False, log=lambda m: None)
     assert len(list(state.rglob("chunk_*.json"))) == 1  # the finished chunk was kept
 
     calls.clear()
-    monkeypatch.setattr(evaluation, "evaluate", lambda model, images, *a, **k: calls.append(
-        images.indices.tolist()) or original(model, images, *a, **k))  # fmt: skip
     report = verify(str(run), attacks=["nat", "pgd20"], chunk_size=8, state_root=state, progress=False,
                     log=lambda m: None)  # fmt: skip
     assert calls == [list(range(8, 16))]  # only the unfinished chunk was measured

@@ -420,20 +420,11 @@ def test_the_best_epochs_weights_are_checked_against_their_own_sha256(finished_r
 # 13. caches are checked before they are trusted
 
 
-def test_a_changed_verify_chunk_is_measured_again(run, tmp_path, monkeypatch):
-    import cure_zoo.evaluation as evaluation
+def test_a_changed_verify_chunk_is_measured_again(run, tmp_path, stop_at_second_chunk):
     from cure_zoo.hub.verify import verify
 
-    original, calls = evaluation.evaluate, []
-
-    def interrupted(model, images, *a, **k):
-        calls.append(images.indices.tolist())
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(model, images, *a, **k)
-
+    calls = stop_at_second_chunk
     state = tmp_path / "state"
-    monkeypatch.setattr(evaluation, "evaluate", interrupted)
     kwargs = dict(attacks=["nat"], chunk_size=8, state_root=state, progress=False, log=lambda m: None)
     with pytest.raises(KeyboardInterrupt):
         verify(str(run), **kwargs)
@@ -443,8 +434,6 @@ def test_a_changed_verify_chunk_is_measured_again(run, tmp_path, monkeypatch):
     chunk.write_text(json.dumps(saved))
 
     calls.clear()
-    monkeypatch.setattr(evaluation, "evaluate", lambda m, images, *a, **k: calls.append(
-        images.indices.tolist()) or original(m, images, *a, **k))  # fmt: skip
     report = verify(str(run), **kwargs)
     assert calls == [list(range(0, 8)), list(range(8, 16))]  # the changed chunk was not trusted
     assert report.passed
