@@ -176,13 +176,19 @@ def load_weights_strict(
     classifier = cfg.get("classifier") or "fc"
     first_conv = f"{cfg.get('first_conv') or 'conv1'}.weight"
     own_first, file_first = model.state_dict().get(first_conv), state_dict.get(first_conv)
-    if own_first is not None and file_first is not None and own_first.shape != file_first.shape:
-        if own_first.shape[0] == file_first.shape[0] and own_first.shape[2:] == file_first.shape[2:]:
-            # timm's convention for in_chans != the weights' (e.g. 1 for grey images): the first convolution's
-            # kernels are summed or repeated over input channels (timm.models.adapt_input_conv)
-            state_dict[first_conv] = adapt_input_conv(own_first.shape[1], file_first)
-            _logger.warning("%s: %s adapted from %d to %d input channels", name, first_conv,
-                            file_first.shape[1], own_first.shape[1])  # fmt: skip
+    weights_chans = (cfg.get("input_size") or (3,))[0]
+    if (
+        own_first is not None
+        and file_first is not None
+        and file_first.shape[1] == weights_chans != own_first.shape[1]
+        and (own_first.shape[0], *own_first.shape[2:]) == (file_first.shape[0], *file_first.shape[2:])
+    ):
+        # timm's convention for a model built with other in_chans than the weights' (e.g. 1 for grey images):
+        # the first convolution's kernels are summed or repeated over input channels (adapt_input_conv); a
+        # file whose channels differ from what its config declares is still refused below
+        state_dict[first_conv] = adapt_input_conv(own_first.shape[1], file_first)
+        _logger.warning("%s: %s adapted from %d to %d input channels", name, first_conv,
+                        file_first.shape[1], own_first.shape[1])  # fmt: skip
     if reset_classifier:
         for key in (f"{classifier}.weight", f"{classifier}.bias"):
             state_dict.pop(key, None)

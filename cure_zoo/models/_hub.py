@@ -235,17 +235,14 @@ def pyautoattack_resnet18_file() -> Path:
         raise PretrainedWeightsError(
             "st_resnet18_cifar10.autoattack needs the pyautoattack package: pip install pyautoattack"
         ) from None
+    where = "/".join(PYAUTOATTACK_WEIGHTS)
     if not source.is_file():
         raise PretrainedWeightsError(
-            f"pyautoattack {version} has no {'/'.join(PYAUTOATTACK_WEIGHTS)}; reinstall it: pip install "
-            f"--force-reinstall pyautoattack"
+            f"pyautoattack {version} has no {where}; reinstall it: pip install --force-reinstall pyautoattack"
         )
     target = cache_dir() / f"pyautoattack-{version}" / WEIGHTS_FILE
     with resources.as_file(source) as src:
-        meta = {
-            "source": f"pyautoattack=={version}:{'/'.join(PYAUTOATTACK_WEIGHTS)}",
-            "source_sha256": sha256_file(src),
-        }
+        meta = {"source": f"pyautoattack=={version}:{where}", "source_sha256": sha256_file(src)}
         made_from = json.dumps(meta, sort_keys=True)
         if not read_checked(target, made_from):  # first use, or the cached file changed: convert again
             state_dict = torch.load(src, map_location="cpu", weights_only=True)
