@@ -107,6 +107,7 @@ def test_same_seed_same_masks_and_batch_size_does_not_matter(cifar10_test):
     )
 
 
+@pytest.mark.slow
 def test_memory_format_changes_speed_not_results_and_the_model_is_given_back(autoattack_resnet18, cifar10_test):
     """channels_last (the CPU default) and NCHW give the same per-sample outcomes on the real ResNet-18; the
     layout is recorded, and the model's own tensors (storage and strides) are put back afterwards."""

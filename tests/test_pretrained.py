@@ -10,6 +10,7 @@ from cure_zoo.errors import PretrainedWeightsError, UnknownModelError
 from cure_zoo.models.loader import load_model
 
 
+@pytest.mark.slow
 def test_autoattack_resnet18_natural_accuracy_on_real_cifar10(autoattack_resnet18, cifar10_test):
     with torch.no_grad():
         pred = torch.cat([autoattack_resnet18(x).argmax(1) for x in cifar10_test.images.split(256)])

@@ -26,6 +26,7 @@ def _probe(mode: str) -> tuple[str, int]:
     return kept, int(faults)
 
 
+@pytest.mark.slow  # two subprocesses
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     _, default_faults = _probe("default")

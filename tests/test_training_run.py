@@ -357,6 +357,7 @@ def test_bf16_autocast_run_on_cpu(float32_first_step, tmp_path):
 CHANNELS_LAST_ARGS = {"widths": [8, 8, 8, 8]}
 
 
+@pytest.mark.slow
 def test_channels_last_run_equals_contiguous_run(tmp_path):
     """``model.channels_last``: model, training batches and evaluation images in NHWC give the contiguous run's
     result. A whole run (3 CURE steps, eval) is compared in float64, to 1e-12 (measured 9e-15): in float32 the
