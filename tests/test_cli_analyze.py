@@ -56,3 +56,15 @@ def test_analyze_corruptions_needs_the_benchmark_on_disk(run_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and "no CIFAR-10-C in" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_figure_legends_name_runs_by_their_folder_unless_two_folders_share_a_name(tmp_path):
+    from cure_zoo.cli.cmd_analyze import _display_names
+
+    (tmp_path / "a" / "cure").mkdir(parents=True)
+    (tmp_path / "b" / "cure").mkdir(parents=True)
+    (tmp_path / "w.safetensors").touch()
+    at, w = str(tmp_path / "a" / "cure"), str(tmp_path / "w.safetensors")
+    assert _display_names([at, w, "st_resnet18_cifar10.autoattack"]) == ["cure", "w", "st_resnet18_cifar10.autoattack"]
+    both = [at, str(tmp_path / "b" / "cure")]
+    assert _display_names(both) == both  # "cure" twice would hide which is which

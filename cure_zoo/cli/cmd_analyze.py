@@ -170,10 +170,11 @@ def run_cka(args: argparse.Namespace) -> int:
     return 0
 
 
-def _display_name(spec: str) -> str:
-    """A model's name in a figure legend: a run directory's or weights file's name, else the spec itself."""
-    path = Path(spec)
-    return path.name.removesuffix(".safetensors") if path.exists() else spec
+def _display_names(specs: list[str]) -> list[str]:
+    """Models' names in a figure legend: a run directory's or weights file's name, else the spec itself; the
+    specs as given where two would share a name."""
+    names = [Path(s).name.removesuffix(".safetensors") if Path(s).exists() else s for s in specs]
+    return names if len(set(names)) == len(names) else list(specs)
 
 
 def run_minpert(args: argparse.Namespace) -> int:
@@ -192,7 +193,7 @@ def run_minpert(args: argparse.Namespace) -> int:
         median = "above eps-max" if s.get("q50") is None else f"{s['q50'] * 255:.2f}/255"
         print(f"{spec}: {s['n_flipped']} of {s['n_correct']} correct images flipped, median {median}")
         print(f"wrote {r.save(out / f'minpert_{i}.json')}")
-    names = [_display_name(spec) for spec in args.models]
+    names = _display_names(args.models)
     print(f"wrote {plot_examples(results, out / 'minpert_examples.png', n=args.show, names=names)}")
     print(f"wrote {plot_distribution(results, out / 'minpert_distribution.png', names=names)}")
     return 0
@@ -229,14 +230,15 @@ def run_grad_stats(args: argparse.Namespace) -> int:
     from cure_zoo.io import write_json_atomic
 
     out = _out_dir(args.out)
-    loaded = {run: load_grad_stats(run) for run in args.runs}  # every run read before anything is written
+    loaded = [(run, load_grad_stats(run)) for run in args.runs]  # every run read before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    for i, (run, stats) in enumerate(loaded.items()):
+    names = _display_names(list(args.runs))
+    for i, ((run, stats), name) in enumerate(zip(loaded, names, strict=True)):
         table = dict(run=str(run), **phase_table(stats))
         shown = ", ".join(f"{k} step {v['global_step']}" for k, v in table["phases"].items())
         print(f"{run}: {table['records']} gradient-statistics records ({stats[0]['kind']}); {shown}")
         print(f"wrote {write_json_atomic(out / f'grad_stats_{i}.json', table)}")
-        print(f"wrote {plot_grad_stats(stats, out / f'grad_stats_{i}.png', Path(run).name)}")
-    runs = {str(run): stats for run, stats in loaded.items()}
+        print(f"wrote {plot_grad_stats(stats, out / f'grad_stats_{i}.png', name)}")
+    runs = dict(zip(names, [stats for _, stats in loaded], strict=True))
     print(f"wrote {plot_grad_magnitude(runs, out / 'grad_magnitude.png')}")
     return 0
