@@ -62,5 +62,7 @@ def test_help(capsys, args):
 def test_the_module_entry_point_lists_and_exits_with_the_commands_status():
     listed = subprocess.run([sys.executable, "-m", "cure_zoo.cli.main", "list"], capture_output=True, text=True)
     assert listed.returncode == 0 and "cure_resnet18_cifar10" in listed.stdout, listed.stderr
-    refused = subprocess.run([sys.executable, "-m", "cure_zoo.cli.main", "list", "nothing_*"], capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "cure_zoo.cli.main", "list", "nothing_*"], capture_output=True, text=True
+    )
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
