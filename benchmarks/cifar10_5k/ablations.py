@@ -15,6 +15,7 @@ overlap of two intervals.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def _masks(path: Path, n: int | None) -> tuple[dict, dict]:
     if result.indices[:n] != list(range(n)):
         raise SystemExit(f"{path}: not evaluated on the first {n} test images")
     return result.protocol, {a: result.mask(a)[:n] for a in ATTACKS}
+
+
+def mcnemar_p(better: int, worse: int) -> float:
+    """Exact two-sided McNemar test: the chance of a split of the discordant images at least this uneven if
+    neither row were better (binomial with p = 1/2)."""
+    n, k = better + worse, min(better, worse)
+    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def _cell(summary: dict) -> str:
@@ -86,7 +94,9 @@ def main() -> int:
         }
         records.append(record)
 
-        diff = "—" if key is None else ", ".join(f"{a} +{paired[a][0]}/−{paired[a][1]}" for a in ("nat", "aa"))
+        record["mcnemar_p"] = {a: mcnemar_p(*paired[a]) for a in ATTACKS}
+        shown = [f"{a} +{paired[a][0]}/−{paired[a][1]} (p {record['mcnemar_p'][a]:.2f})" for a in ("nat", "aa")]
+        diff = "—" if key is None else ", ".join(shown)
         rows.append(
             [
                 "✓" if rgp else "–",
@@ -101,7 +111,8 @@ def main() -> int:
     (HERE / "ablations" / "results.md").write_text(
         f"Table 7 on the CIFAR-10-5k track (small scale, not the paper's models): the first {n} bundled test "
         "images, seed 0, batch 100; accuracy in % with 95% Wilson intervals. 'images vs full CURE': images this "
-        "row gets right and the full CURE wrong (+) and the reverse (−).\n\n" + markdown_table(header, rows) + "\n"
+        "row gets right and the full CURE wrong (+) and the reverse (−), with the exact McNemar test's "
+        "two-sided p.\n\n" + markdown_table(header, rows) + "\n"
     )
     (HERE / "ablations" / "results.json").write_text(json.dumps(records, indent=1) + "\n")
     print((HERE / "ablations" / "results.md").read_text())
