@@ -253,7 +253,7 @@ def plot_examples(results: list[MinPertResult], path: str | os.PathLike, n: int 
         raise CureZooError("no image is classified correctly by every model; nothing to show")
     names = names or [r.model["name"] for r in results]
     rows = 1 + len(results)
-    fig, axes = plt.subplots(rows, len(pick), figsize=(1.2 * len(pick), 1.35 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(pick), figsize=(1.2 * len(pick), 1.5 * rows), squeeze=False)
     for j, i in enumerate(pick):
         axes[0][j].imshow(images.images[i].permute(1, 2, 0).numpy())
         for k, r in enumerate(results):
@@ -266,9 +266,10 @@ def plot_examples(results: list[MinPertResult], path: str | os.PathLike, n: int 
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0][0].set_ylabel("image", fontsize=7)
+    # each row's caption above its first panel, left-aligned: zoo names are longer than a panel is tall
+    axes[0][0].set_title("image", loc="left", fontsize=7)
     for k, name in enumerate(names):
-        axes[k + 1][0].set_ylabel(name, fontsize=6)
+        axes[k + 1][0].set_title(name, loc="left", fontsize=7)
     fig.suptitle(f"minimum L-inf perturbation ({results[0].method['kind']}); below: its size", fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
