@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from campaign import accuracy_cell  # noqa: E402  (this folder: sys.path[0])
+
 from cure_zoo.evaluation.metrics import accuracy_summary, nrr  # noqa: E402
 from cure_zoo.evaluation.result import EvalResult  # noqa: E402
 from cure_zoo.tables import markdown_table  # noqa: E402
@@ -41,13 +43,11 @@ def _protocol(protocol: dict) -> dict:
     return {**same, "attacks": {a: protocol["attacks"][a] for a in ATTACKS}}
 
 
-def _masks(path: Path, n: int | None) -> tuple[dict, dict]:
-    """(protocol, {attack: mask over the first n images}) of one evaluation."""
-    result = EvalResult.load(path)
-    n = n or result.n_examples
+def _masks(result: EvalResult, n: int, where: Path) -> dict:
+    """{attack: mask over the first n test images} of one evaluation."""
     if result.indices[:n] != list(range(n)):
-        raise SystemExit(f"{path}: not evaluated on the first {n} test images")
-    return result.protocol, {a: result.mask(a)[:n] for a in ATTACKS}
+        raise SystemExit(f"{where}: not evaluated on the first {n} test images")
+    return {a: result.mask(a)[:n] for a in ATTACKS}
 
 
 def mcnemar_p(better: int, worse: int) -> float:
@@ -57,30 +57,27 @@ def mcnemar_p(better: int, worse: int) -> float:
     return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
-def _cell(summary: dict) -> str:
-    lo, hi = summary["ci95"]
-    return f"{summary['accuracy']:.1f} [{lo:.1f}, {hi:.1f}]"
-
-
 def main() -> int:
-    evaluated = [key for key, _, _ in ROWS if key and (ABLATIONS / key / "eval.json").is_file()]
+    paths = {key: ABLATIONS / key / "eval.json" for key, _, _ in ROWS if key}
+    evaluated = {key: EvalResult.load(path) for key, path in paths.items() if path.is_file()}
     if not evaluated:
         raise SystemExit(f"no ablation evaluated yet (ablations/<run>/eval.json under {ABLATIONS})")
-    sizes = {EvalResult.load(ABLATIONS / key / "eval.json").n_examples for key in evaluated}
+    sizes = {result.n_examples for result in evaluated.values()}
     if len(sizes) != 1:
         raise SystemExit(f"the ablation runs were evaluated on different numbers of images: {sorted(sizes)}")
     n = sizes.pop()
-    base_protocol, base = _masks(FULL_CURE, n)
+    full = EvalResult.load(FULL_CURE)
+    base = _masks(full, n, FULL_CURE)
     rows, records = [], []
     for key, rgp, revise in ROWS:
-        if key is None:
-            protocol, masks = base_protocol, base
-        elif key in evaluated:
-            protocol, masks = _masks(ABLATIONS / key / "eval.json", n)
-        else:
+        if key is not None and key not in evaluated:
             continue
-        if _protocol(protocol) != _protocol(base_protocol):
-            raise SystemExit(f"{key}: evaluated under another protocol than the full CURE: {_protocol(protocol)}")
+        result = full if key is None else evaluated[key]
+        masks = base if key is None else _masks(result, n, paths[key])
+        if _protocol(result.protocol) != _protocol(full.protocol):
+            raise SystemExit(
+                f"{key}: evaluated under another protocol than the full CURE: {_protocol(result.protocol)}"
+            )
         acc = {a: accuracy_summary(masks[a]) for a in ATTACKS}
         paired = {a: [int((masks[a] & ~base[a]).sum()), int((~masks[a] & base[a]).sum())] for a in ATTACKS}
         record = {
@@ -91,17 +88,16 @@ def main() -> int:
             **{a: acc[a] for a in ATTACKS},
             "nrr_aa": nrr(acc["nat"]["accuracy"], acc["aa"]["accuracy"]),
             "vs_full_cure_better_worse": paired,
+            "mcnemar_p": {a: mcnemar_p(*paired[a]) for a in ATTACKS},
         }
         records.append(record)
-
-        record["mcnemar_p"] = {a: mcnemar_p(*paired[a]) for a in ATTACKS}
         shown = [f"{a} +{paired[a][0]}/−{paired[a][1]} (p {record['mcnemar_p'][a]:.2f})" for a in ("nat", "aa")]
         diff = "—" if key is None else ", ".join(shown)
         rows.append(
             [
                 "✓" if rgp else "–",
                 "✓" if revise else "–",
-                *[_cell(acc[a]) for a in ATTACKS],
+                *[accuracy_cell(acc[a]) for a in ATTACKS],
                 f"{record['nrr_aa']:.1f}",
                 diff,
                 f"`{record['run']}`",

@@ -357,6 +357,12 @@ LABELS = {
 TABLE = [("nat", "Nat"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw20", "CW-inf"), ("aa", "AA")]
 
 
+def accuracy_cell(summary: dict) -> str:
+    """A table cell: accuracy with its 95% Wilson interval, e.g. ``44.0 [39.7, 48.4]``."""
+    lo, hi = summary["ci95"]
+    return f"{summary['accuracy']:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
 def report_stage(args: argparse.Namespace) -> None:
     """results.json, results.md and tradeoff.png from each model's eval.json and training record."""
     bundled, out_dir = Path(args.bundled_dir), Path(__file__).resolve().parent
@@ -393,7 +399,7 @@ def report_stage(args: argparse.Namespace) -> None:
         cells = [row["method"]]
         for key, _ in TABLE:
             v = row.get(key)
-            cells.append(f"{v['accuracy']:.1f} [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}]" if v else "-")
+            cells.append(accuracy_cell(v) if v else "-")
         cells += [f"{row[k]:.1f}" if row.get(k) is not None else "-" for k in ("nrr_cw", "nrr_aa")]
         cells += [f"{row['min_per_epoch']:.1f}", str(row["n"])]
         lines.append("| " + " | ".join(cells) + " |")
