@@ -44,6 +44,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import cure_zoo  # noqa: E402,F401
 from cure_zoo.data import load_bundled  # noqa: E402
+from cure_zoo.training.cpu_memory import keep_freed_memory  # noqa: E402
 from cure_zoo.training.data import crop_flip  # noqa: E402
 from cure_zoo.training.methods import Batch, StepContext, build_method  # noqa: E402
 from cure_zoo.training.methods.cure import Cure  # noqa: E402
@@ -51,7 +52,7 @@ from cure_zoo.training.modeling import build_model, compile_model  # noqa: E402
 from cure_zoo.training.recipe import load_recipe  # noqa: E402
 from cure_zoo.training.rgp import masked_parameter_names  # noqa: E402
 
-METHODS = ["st", "at", "trades", "cure", "cure_official_style"]
+METHODS = ["st", "at", "trades", "cure_floor", "cure", "cure_official_style"]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -88,6 +89,18 @@ class OfficialStyleCure(Cure):
         return {"loss": total.detach()}
 
 
+class CureFloor(Cure):
+    """What CURE must spend at the least: its own step without the masks and without the revision update, i.e.
+    a TRADES-style step plus the two per-objective backward passes of the RGP score and the revision model's
+    two no-grad forwards (and CURE's extra loss terms, which are negligible)."""
+
+    def apply_masks(self, g_nat: list[torch.Tensor], g_other: list[torch.Tensor]) -> torch.Tensor:
+        return torch.zeros(len(g_nat), dtype=torch.long)
+
+    def after_step(self, epoch: int) -> dict[str, float]:
+        return {}
+
+
 def make_method(name: str, args: argparse.Namespace, device: torch.device):
     method = "cure" if name.startswith("cure") else name
     recipe = load_recipe(
@@ -104,11 +117,8 @@ def make_method(name: str, args: argparse.Namespace, device: torch.device):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = compile_model(model) if args.compile else model
-    method_obj = (
-        OfficialStyleCure(recipe, model, forward)
-        if name == "cure_official_style"
-        else build_method(recipe, model, forward)
-    )
+    special = {"cure_official_style": OfficialStyleCure, "cure_floor": CureFloor}
+    method_obj = special[name](recipe, model, forward) if name in special else build_method(recipe, model, forward)
     method_obj.prepare()
     method_obj.on_epoch_start(1)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -146,22 +156,39 @@ def one_step(method, optimizer, batch: Batch, ctx: StepContext, device: torch.de
         torch.cuda.synchronize()
 
 
-def time_floor_extra(method, batch: Batch, device: torch.device) -> float:
-    """What CURE must add to a TRADES step at the least: two more branch backward passes (one per extra
-    per-objective gradient) and two no-grad forwards of the revision model, timed on this model and batch."""
-    model = method.model
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        model(batch.x)
-    sync()
-    t_fwd = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    F.cross_entropy(model(batch.x), batch.y).backward()
-    sync()
-    t_fwd_bwd = time.perf_counter() - t0
-    model.zero_grad(set_to_none=True)
-    return 2 * max(t_fwd_bwd - t_fwd, 0.0) + 2 * t_fwd
+def interleaved_times(
+    setups: dict, batch: Batch, ctx: StepContext, device: torch.device, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Step time of each method over ``rounds`` rounds (after one warm-up round), the methods interleaved in
+    each round and their order rotating round by round; on CUDA also each step's peak memory above the start."""
+    names = list(setups)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    memory: dict[str, list[int]] = {n: [] for n in names}
+    for r in range(rounds + 1):  # round 0 warms up (and, with cudnn.benchmark, autotunes)
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            method, optimizer = setups[n]
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                start_mem = torch.cuda.memory_allocated(device)
+            t0 = time.perf_counter()
+            one_step(method, optimizer, batch, ctx, device)
+            if r > 0:
+                times[n].append(time.perf_counter() - t0)
+                if device.type == "cuda":
+                    memory[n].append(torch.cuda.max_memory_allocated(device) - start_mem)
+        if r > 0:
+            print(f"round {r}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names), flush=True)
+    return times, memory
+
+
+def paired_ratio(a: list[float], b: list[float], resamples: int = 10000) -> dict[str, float]:
+    """Median over rounds of the per-round ratio a/b (both timed in the same round), with a 95% bootstrap
+    interval of that median (rounds resampled)."""
+    ratios = np.array([x / y for x, y in zip(a, b, strict=True)])
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, size=(resamples, len(ratios))), axis=1)
+    lo, hi = np.percentile(medians, [2.5, 97.5])
+    return {"median": float(np.median(ratios)), "ci95": [float(lo), float(hi)], "rounds": len(ratios)}
 
 
 def step_breakdown(setups: dict, batch: Batch, ctx: StepContext, device: torch.device, steps: int) -> dict:
@@ -229,12 +256,15 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Time ratios: median over {setup['rounds']} rounds of the per-round ratio (methods interleaved in one "
-        f"process, order rotating each round). Memory: {setup['memory_method']}.",
+        f"process, order rotating each round). Memory: {setup['memory_method']}. CPU allocator: "
+        f"{setup.get('cpu_allocator', 'allocator defaults')}.",
     ]
-    if result.get("cure_floor_ratio_vs_trades"):
+    if result.get("cure_vs_floor"):
+        c = result["cure_vs_floor"]
         lines.append(
-            f"Floor for CURE (a TRADES step + 2 more branch backward passes + 2 no-grad forwards, timed on the same "
-            f"model and batch in the same rounds): {result['cure_floor_ratio_vs_trades']:.2f} x TRADES."
+            f"CURE against its floor (`cure_floor`: CURE's own step without the masks and the revision update, "
+            f"timed in the same rounds): {c['median']:.3f}x, 95% bootstrap interval of the median "
+            f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f} over {c['rounds']} rounds."
         )
     if result.get("step_breakdown"):
         lines += ["", "Where the time goes (profiler scopes, ms per step and share of the step):", ""]
@@ -261,7 +291,11 @@ def main() -> None:
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--markdown-from", help="only rewrite the Markdown table of this results JSON")
     parser.add_argument("--output", default=str(RESULTS / "training_steps.json"))
+    parser.add_argument(
+        "--glibc-defaults", action="store_true", help="on CPU, keep glibc's malloc defaults (the trainer does not)"
+    )
     args = parser.parse_args()
+    freed_memory_kept = args.device == "cpu" and not args.glibc_defaults and keep_freed_memory()
     if args.memory_child:
         memory_child(args)
         return
@@ -276,31 +310,14 @@ def main() -> None:
     setups = {n: make_method(n, args, device) for n in names}
     ctx = StepContext(1, autocast_factory(args, device), lambda tensors: None)
     batch = make_batch(args, device, 0)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    memory: dict[str, list[int]] = {n: [] for n in names}
-    floor: list[float] = []
-    for r in range(args.rounds + 1):  # round 0 warms up
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for n in order:
-            method, optimizer = setups[n]
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-                start_mem = torch.cuda.memory_allocated(device)
-            t0 = time.perf_counter()
-            one_step(method, optimizer, batch, ctx, device)
-            if r > 0:
-                times[n].append(time.perf_counter() - t0)
-                if device.type == "cuda":
-                    memory[n].append(torch.cuda.max_memory_allocated(device) - start_mem)
-        if r > 0 and "trades" in setups:
-            floor.append(time_floor_extra(setups["trades"][0], batch, device))
-        print(f"round {r}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names if times[n]), flush=True)
+    times, memory = interleaved_times(setups, batch, ctx, device, args.rounds)
     if device.type == "cpu":
         for r in range(args.memory_rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for n in order:
                 cmd = [sys.executable, __file__, "--memory-child", n, "--arch", args.arch, "--batch", str(args.batch)]
                 cmd += ["--amp", args.amp] + (["--channels-last"] if args.channels_last else [])
+                cmd += ["--glibc-defaults"] if args.glibc_defaults else []
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 memory[n].append(json.loads(out)["peak_rise_bytes"])
                 print(f"memory round {r}: {n} {memory[n][-1] / 2**20:.1f} MiB", flush=True)
@@ -308,8 +325,7 @@ def main() -> None:
     med_t = {n: statistics.median(v) for n, v in times.items()}
 
     def paired(n: str, base: str) -> float:
-        """Median over rounds of the per-round ratio (both measured in the same round)."""
-        return statistics.median(a / b for a, b in zip(times[n], times[base], strict=True))
+        return paired_ratio(times[n], times[base])["median"]
 
     med_m = {n: statistics.median(v) for n, v in memory.items() if v}
     result = {
@@ -325,6 +341,9 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "rounds": args.rounds,
+            "cpu_allocator": "glibc malloc, mmap off and no trimming (as the trainer sets it)"
+            if freed_memory_kept
+            else "allocator defaults",
             "memory_method": "torch.cuda.max_memory_allocated"
             if device.type == "cuda"
             else "peak RSS rise (VmHWM after clear_refs), fresh process per (method, round)",
@@ -337,10 +356,8 @@ def main() -> None:
             if "trades" in med_t
         },
         "time_ratio_vs_st": {n: paired(n, "st") for n in names if "st" in med_t},
-        "cure_floor_ratio_vs_trades": statistics.median(
-            (t + f) / t for t, f in zip(times["trades"], floor, strict=True)
-        )
-        if floor
+        "cure_vs_floor": paired_ratio(times["cure"], times["cure_floor"])
+        if {"cure", "cure_floor"} <= set(times)
         else None,
         "ratio_note": "time ratios are medians of per-round ratios (same round, interleaved)",
         "step_breakdown": breakdown,

@@ -11,7 +11,7 @@ Sections (each one runs even if an earlier one failed; a failure is recorded wit
 3. ``masks``: the RGP percentile, sort vs the previous kthvalue, bit-equal to NumPy
    (``bench_rgp_percentile.run``).
 4. ``steps``: ST/TRADES/CURE step time and peak memory, ResNet-18 and WRN-34-10 at batch 128, fp32 and
-   bf16 + channels_last, with CURE/TRADES and the measured floor (``bench_training``'s pieces).
+   bf16 + channels_last, with CURE/TRADES, CURE/floor (``bench_training.CureFloor``) and the floor/TRADES.
 5. ``smoke``: the smoke recipe on this device: run, SIGTERM mid-run (exit 143), resume (exit 0).
 6. ``eval``: the natural ResNet-18 (pyautoattack's) under nat + PGD-20 at two batch sizes and both layouts;
    per-image masks compared with the first configuration.
@@ -150,35 +150,18 @@ def steps(device: torch.device, tiny: bool) -> dict[str, Any]:
             arch=arch, batch=8 if tiny else 128, amp=amp, channels_last=channels_last, compile=False,
             model_args=TINY_ARGS if tiny else {},
         )  # fmt: skip
-        names = ["st", "trades", "cure"]
+        names = ["st", "trades", "cure_floor", "cure"]
         setups = {n: bench_training.make_method(n, args, device) for n in names}
         ctx = bench_training.StepContext(1, bench_training.autocast_factory(args, device), lambda tensors: None)
         batch = bench_training.make_batch(args, device, 0)
-        times: dict[str, list[float]] = {n: [] for n in names}
-        peak: dict[str, int] = {}
-        floor = []
-        for r in range(rounds + 1):  # round 0 warms up (and, with cudnn.benchmark, autotunes)
-            for n in names[r % 3 :] + names[: r % 3]:
-                method, optimizer = setups[n]
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                    base = torch.cuda.memory_allocated(device)
-                t0 = time.perf_counter()
-                bench_training.one_step(method, optimizer, batch, ctx, device)
-                if r > 0:
-                    times[n].append(time.perf_counter() - t0)
-                    if device.type == "cuda":
-                        peak[n] = max(peak.get(n, 0), torch.cuda.max_memory_allocated(device) - base)
-            if r > 0:
-                floor.append(bench_training.time_floor_extra(setups["trades"][0], batch, device))
-        ratio = [c / t for c, t in zip(times["cure"], times["trades"], strict=True)]
-        floor_ratio = [(t + f) / t for t, f in zip(times["trades"], floor, strict=True)]
+        times, memory = bench_training.interleaved_times(setups, batch, ctx, device, rounds)
         key = f"{arch} batch {args.batch} {'bf16+channels_last' if amp == 'bf16' else 'fp32'}"
         out[key] = {
             "median_step_s": {n: round(statistics.median(t), 4) for n, t in times.items()},
-            "peak_memory_mib": {n: round(v / 2**20, 1) for n, v in peak.items()} or None,
-            "cure_over_trades": round(statistics.median(ratio), 3),
-            "floor_over_trades": round(statistics.median(floor_ratio), 3),
+            "peak_memory_mib": {n: round(max(v) / 2**20, 1) for n, v in memory.items() if v} or None,
+            "cure_over_trades": round(bench_training.paired_ratio(times["cure"], times["trades"])["median"], 3),
+            "floor_over_trades": round(bench_training.paired_ratio(times["cure_floor"], times["trades"])["median"], 3),
+            "cure_over_floor": bench_training.paired_ratio(times["cure"], times["cure_floor"]),
             "rounds": rounds,
         }
         del setups

@@ -30,6 +30,10 @@ def test_gpu_check_tiny_runs_every_section_on_the_cpu(tmp_path):
     assert smoke["ok"] and smoke["resumed"] and smoke["model_written"], smoke
     assert smoke["first_run"]["sigterm_sent"] and smoke["first_run"]["returncode"] == 143
     assert sections["compile"]["unique_graphs"] <= 3
+    step_runs = [r for r in sections["steps"].values() if isinstance(r, dict)]
+    assert len(step_runs) == 2  # ResNet-18 fp32, and bf16 + channels_last
+    for r in step_runs:  # CURE timed against its floor in the same rounds
+        assert r["cure_over_floor"]["ci95"][0] <= r["cure_over_floor"]["median"] <= r["cure_over_floor"]["ci95"][1]
     # PGD-20's starts are per image, so batch size and layout change outcomes only through convolution
     # rounding near a decision boundary: at most an image or two of 16, never a misaligned mask
     assert len(sections["eval"]["runs"]) == 4 and all(

@@ -105,12 +105,17 @@ class Cure(Method):
             g_nat, g_other = list(g_nat), list(g_other)
             ctx.reduce_(grads + g_nat + g_other)
         with record_function("cure.masks"):
-            zeroed = apply_rgp_masks_(
-                [p.grad for p in self._masked], g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=signed
-            )
+            zeroed = self.apply_masks(g_nat, g_other)
         self._zeroed = zeroed
         stats["masked_frac"] = zeroed.sum().float() / sum(p.numel() for p in self._masked)
         return stats
+
+    def apply_masks(self, g_nat: list[torch.Tensor], g_other: list[torch.Tensor]) -> torch.Tensor:
+        """Zero, in each masked tensor's ``.grad``, the entries whose RGP score is below the p-th percentile;
+        returns how many entries each tensor had zeroed."""
+        cfg = self.cfg
+        grads = [p.grad for p in self._masked]
+        return apply_rgp_masks_(grads, g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=cfg.masking == "rgp_soft")
 
     def after_step(self, epoch: int) -> dict[str, float]:
         if self.revision is None:  # cure.revise: false
