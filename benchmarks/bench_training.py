@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -160,13 +161,28 @@ def interleaved_times(
     setups: dict, batch: Batch, ctx: StepContext, device: torch.device, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
     """Step time of each method over ``rounds`` rounds (after one warm-up round), the methods interleaved in
-    each round and their order rotating round by round; on CUDA also each step's peak memory above the start."""
+    each round and their order rotating round by round; on CUDA also each step's peak memory above the start.
+
+    Every timed step of a method starts from the same state (model, optimizer and method state saved after the
+    warm-up round, restored outside the timing). Without that, each method kept stepping its own model on the
+    one fixed batch and on the CPU the step times drifted apart (a TRADES step rose from 22 s to 126 s at batch
+    128; most likely the model fitting that batch, not isolated), which no interleaving can pair away."""
     names = list(setups)
     times: dict[str, list[float]] = {n: [] for n in names}
     memory: dict[str, list[int]] = {n: [] for n in names}
+    saved: dict[str, dict] = {}
     for r in range(rounds + 1):  # round 0 warms up (and, with cudnn.benchmark, autotunes)
         for n in names[r % len(names) :] + names[: r % len(names)]:
             method, optimizer = setups[n]
+            if r == 1 and n not in saved:
+                saved[n] = copy.deepcopy(
+                    {"model": method.model.state_dict(), "optim": optimizer.state_dict(), "method": method.state_dict()}
+                )
+            if r > 0:
+                state = copy.deepcopy(saved[n])
+                method.model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optim"])
+                method.load_state_dict(state["method"])
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 start_mem = torch.cuda.memory_allocated(device)
