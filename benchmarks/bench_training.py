@@ -163,26 +163,29 @@ def interleaved_times(
     """Step time of each method over ``rounds`` rounds (after one warm-up round), the methods interleaved in
     each round and their order rotating round by round; on CUDA also each step's peak memory above the start.
 
-    Every timed step of a method starts from the same state (model, optimizer and method state saved after the
-    warm-up round, restored outside the timing). Without that, each method kept stepping its own model on the
-    one fixed batch and on the CPU the step times drifted apart (a TRADES step rose from 22 s to 126 s at batch
-    128; most likely the model fitting that batch, not isolated), which no interleaving can pair away."""
+    Every step of every method starts from one state: the initial weights, the same in every model (one seed;
+    checked), and each method's own initial optimizer and method state, restored outside the timing. Each
+    method stepping its own model on the one fixed batch made the CPU step times drift apart (a TRADES step
+    rose from 22 s to 126 s at batch 128); saving each method's state after its own warm-up step still left
+    the methods on different weights, and the floor ran steadily 5% slower than CURE. Weights alone move a
+    CPU step's time, so all methods must step from the same ones."""
     names = list(setups)
+    shared_weights = copy.deepcopy(setups[names[0]][0].model.state_dict())
+    saved: dict[str, dict] = {}
+    for n in names:
+        method, optimizer = setups[n]
+        weights = method.model.state_dict()
+        if any(not torch.equal(weights[k], v) for k, v in shared_weights.items()):
+            raise ValueError(f"{n} starts from other weights than {names[0]}: build every model with one seed")
+        saved[n] = copy.deepcopy({"optim": optimizer.state_dict(), "method": method.state_dict()})
     times: dict[str, list[float]] = {n: [] for n in names}
     memory: dict[str, list[int]] = {n: [] for n in names}
-    saved: dict[str, dict] = {}
     for r in range(rounds + 1):  # round 0 warms up (and, with cudnn.benchmark, autotunes)
         for n in names[r % len(names) :] + names[: r % len(names)]:
             method, optimizer = setups[n]
-            if r == 1 and n not in saved:
-                saved[n] = copy.deepcopy(
-                    {"model": method.model.state_dict(), "optim": optimizer.state_dict(), "method": method.state_dict()}
-                )
-            if r > 0:
-                state = copy.deepcopy(saved[n])
-                method.model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optim"])
-                method.load_state_dict(state["method"])
+            method.model.load_state_dict(shared_weights)  # copies into the parameters
+            optimizer.load_state_dict(copy.deepcopy(saved[n]["optim"]))  # may alias, so a fresh copy
+            method.load_state_dict(saved[n]["method"])
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 start_mem = torch.cuda.memory_allocated(device)
@@ -250,6 +253,10 @@ def memory_child(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_rise_bytes": _vm("VmHWM") - base}))
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown(result: dict) -> str:
     """The results as a Markdown table (also regenerated from a JSON file with ``--markdown-from``)."""
     setup, names = result["setup"], list(result["step_time_s"])
@@ -265,9 +272,10 @@ def markdown(result: dict) -> str:
         mem = result["peak_memory_bytes"][n]["median"]
         mem_s = f"{mem / 2**20:.1f} MiB" if mem is not None else "-"
         mem_r = f"{ratios['memory']:.2f}" if ratios.get("memory") else "-"
+        vs_trades, vs_st = ratios.get("time"), result["time_ratio_vs_st"].get(n)
         lines.append(
-            f"| {n} | {result['step_time_s'][n]['median']:.3f} s | {ratios.get('time', float('nan')):.2f} | "
-            f"{result['time_ratio_vs_st'].get(n, float('nan')):.2f} | {mem_s} | {mem_r} |"
+            f"| {n} | {result['step_time_s'][n]['median']:.3f} s | {_ratio(vs_trades)} | {_ratio(vs_st)} | "
+            f"{mem_s} | {mem_r} |"
         )
     lines += [
         "",

@@ -50,6 +50,8 @@ class Cure(Method):
         self._masked: list[torch.nn.Parameter] = []
         self._masked_names: list[str] = []
         self._zeroed: torch.Tensor | None = None  # per masked tensor, the entries the last step's mask zeroed
+        # the official rgp_soft scores signed gradients, its second one of the (unscaled) KL; rgp scores |dCE_adv|
+        self._signed_scores = self.cfg.masking == "rgp_soft"
 
     def prepare(self) -> None:
         names = set(masked_parameter_names(self.model, self.cfg.masking if self.cfg.rgp else "none"))
@@ -93,8 +95,7 @@ class Cure(Method):
             with record_function("cure.backward"):
                 self.backward_and_reduce(loss * batch.share, ctx)
             return stats
-        signed = cfg.masking == "rgp_soft"
-        other = kl if signed else ce_adv  # official rgp_soft scores with the gradient of the (unscaled) KL
+        other = kl if self._signed_scores else ce_adv
         s = batch.share
         with record_function("cure.score_gradients"):  # the two extra VJPs (one per branch)
             g_nat = torch.autograd.grad(ce_nat * s, self._masked, retain_graph=True, materialize_grads=True)
@@ -113,9 +114,8 @@ class Cure(Method):
     def apply_masks(self, g_nat: list[torch.Tensor], g_other: list[torch.Tensor]) -> torch.Tensor:
         """Zero, in each masked tensor's ``.grad``, the entries whose RGP score is below the p-th percentile;
         returns how many entries each tensor had zeroed."""
-        cfg = self.cfg
         grads = [p.grad for p in self._masked]
-        return apply_rgp_masks_(grads, g_nat, g_other, alpha=cfg.alpha, p=cfg.p, signed=cfg.masking == "rgp_soft")
+        return apply_rgp_masks_(grads, g_nat, g_other, alpha=self.cfg.alpha, p=self.cfg.p, signed=self._signed_scores)
 
     def after_step(self, epoch: int) -> dict[str, float]:
         if self.revision is None:  # cure.revise: false
