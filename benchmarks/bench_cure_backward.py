@@ -17,6 +17,11 @@ median over rounds of its ratio to L's backward in the same round:
   ``autograd.grad(ce_adv, W)``, graph retained;
 * ``score_split_after_loss``: the same two passes, timed after ``L.backward(retain_graph=True)`` has run
   (untimed) on the graph: do the score passes pay for being first?
+* ``loss_after_score``: ``L.backward()`` timed after the two score passes have run (untimed), the order of
+  the step: does the second pass over a graph run faster than the first?
+* ``step_order``: the two score passes and then ``L.backward()``, timed together (the step's backward work);
+* ``loss_first``: ``L.backward(retain_graph=True)`` and then the two score passes, timed together: would the
+  step gain from the other order?
 * ``score_one_pass``: ``autograd.grad(ce_nat + ce_adv, W)``: both branches in one pass (not the RGP
   gradients, the same work in one traversal): does splitting cost?
 * ``score_split_all_params``: the two passes with respect to every parameter (BatchNorm included).
@@ -44,6 +49,7 @@ import torch  # noqa: E402
 import cure_zoo  # noqa: E402,F401
 from cure_zoo.attacks.losses import ce_loss, kl_logits_loss  # noqa: E402
 from cure_zoo.data import load_bundled  # noqa: E402
+from cure_zoo.training.cpu_memory import keep_freed_memory  # noqa: E402
 from cure_zoo.training.methods.base import trades_terms  # noqa: E402
 from cure_zoo.training.modeling import build_model  # noqa: E402
 from cure_zoo.training.recipe import load_recipe  # noqa: E402
@@ -55,6 +61,9 @@ VARIANTS = [
     "loss_backward",
     "score_split",
     "score_split_after_loss",
+    "loss_after_score",
+    "step_order",
+    "loss_first",
     "score_one_pass",
     "score_split_all_params",
     "branch_floor",
@@ -68,7 +77,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="", help="suffix of the result files (e.g. the allocator settings)")
+    parser.add_argument("--glibc-defaults", action="store_true", help="glibc malloc defaults")
     args = parser.parse_args()
+    allocator = "glibc defaults"
+    if os.environ.get("GLIBC_TUNABLES"):
+        allocator = os.environ["GLIBC_TUNABLES"]
+    elif not args.glibc_defaults and keep_freed_memory():
+        allocator = "glibc malloc, mmap off and no trimming (as the trainer sets it)"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -113,17 +128,23 @@ def main() -> None:
         ce_nat, ce_adv, loss = graph()
         if variant == "loss_backward":
             return timed(loss.backward)
+
+        def split(wrt=masked):
+            torch.autograd.grad(ce_nat, wrt, retain_graph=True, materialize_grads=True)
+            torch.autograd.grad(ce_adv, wrt, retain_graph=True, materialize_grads=True)
+
+        if variant == "loss_after_score":
+            split()
+            return timed(loss.backward)
+        if variant == "step_order":
+            return timed(lambda: (split(), loss.backward()))
+        if variant == "loss_first":
+            return timed(lambda: (loss.backward(retain_graph=True), split()))
         if variant == "score_one_pass":
             return timed(lambda: torch.autograd.grad(ce_nat + ce_adv, masked, retain_graph=True))
         if variant == "score_split_after_loss":
             loss.backward(retain_graph=True)
-        wrt = params if variant == "score_split_all_params" else masked
-
-        def split():
-            torch.autograd.grad(ce_nat, wrt, retain_graph=True, materialize_grads=True)
-            torch.autograd.grad(ce_adv, wrt, retain_graph=True, materialize_grads=True)
-
-        return timed(split)
+        return timed(lambda: split(params if variant == "score_split_all_params" else masked))
 
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds + 1):  # round 0 warms up
@@ -146,7 +167,7 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "masked_tensors": len(masked),
-        "allocator": os.environ.get("GLIBC_TUNABLES") or "glibc defaults",
+        "allocator": allocator,
         "median_s": {v: statistics.median(t) for v, t in times.items()},
         "ratio_vs_loss_backward": {
             v: statistics.median(a / b for a, b in zip(t, ref, strict=True)) for v, t in times.items()

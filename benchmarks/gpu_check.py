@@ -8,7 +8,7 @@ Sections (each one runs even if an earlier one failed; a failure is recorded wit
 1. ``environment``: torch/CUDA/cuDNN versions, the device, and the numerics settings (cudnn.benchmark, TF32).
 2. ``sync_debug``: ``torch.cuda.set_sync_debug_mode("warn")`` over 5 trainer steps (CURE): the number of
    host synchronisations warned about (the trainer's one loss read per step is expected).
-3. ``masks``: the RGP percentile, sort vs the previous kthvalue, bit-equal to NumPy
+3. ``masks``: the RGP percentile (kthvalue, sort and, on the CPU, the host selections), bit-equal to NumPy
    (``bench_rgp_percentile.run``).
 4. ``steps``: ST/TRADES/CURE step time and peak memory, ResNet-18 and WRN-34-10 at batch 128, fp32 and
    bf16 + channels_last, with CURE/TRADES, CURE/floor (``bench_training.CureFloor``) and the floor/TRADES.

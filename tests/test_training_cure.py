@@ -17,7 +17,12 @@ from cure_zoo.data import load_bundled
 from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.recipe import load_recipe
 from cure_zoo.training.revision import RevisionModel
-from cure_zoo.training.rgp import apply_rgp_masks_, masked_parameter_names, percentile
+from cure_zoo.training.rgp import (
+    apply_rgp_masks_,
+    bracketed_order_statistics,
+    masked_parameter_names,
+    percentile,
+)
 
 TINY = {"model.architecture": "cifar_resnet18", "model.args": {"widths": [4, 8, 8, 8]}}
 
@@ -50,10 +55,11 @@ CTX = StepContext(epoch=1, autocast=contextlib.nullcontext, reduce_=lambda tenso
 
 @pytest.mark.parametrize("by_sort", [False, True], ids=["partition", "sort"])
 @pytest.mark.parametrize("q", [0.0, 20.0, 30.0, 50.0, 99.9, 100.0])
-@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4096])
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4096, 70_000])
 def test_percentile_matches_numpy(n, q, by_sort):
-    """Bit-equal to np.percentile on both selection paths (the CPU's np.partition, the accelerators' sort),
-    with ties (dead ReLUs give many zero scores), signed scores (rgp_soft) and repeated values."""
+    """Bit-equal to np.percentile on both selection paths (the CPU's host selection, the accelerators' sort),
+    with ties (dead ReLUs give many zero scores), signed scores (rgp_soft) and repeated values; from 65,536
+    entries the CPU path brackets the order statistics with a sample first."""
     g = torch.Generator().manual_seed(n)
     cases = [torch.randn(n, generator=g).abs(), torch.randn(n, generator=g), torch.randint(0, 5, (n,), generator=g)]
     cases[0][: n // 3] = 0.0
@@ -74,6 +80,24 @@ def test_percentile_bit_equal_on_many_random_draws():
         q = float(torch.rand(1, generator=g)) * 100
         for by_sort in (False, True):
             assert percentile(x, q, by_sort=by_sort).item() == float(np.percentile(x.numpy(), q)), (i, n, q)
+
+
+def test_bracketed_selection_is_exact_or_reports_a_miss():
+    """With a sample far too small the bracket often misses: every answer it gives is still the exact pair of
+    order statistics, and a miss is reported (None), not guessed; both outcomes occur."""
+    g = torch.Generator().manual_seed(0)
+    outcomes = []
+    for i in range(80):
+        n = int(torch.randint(100, 5000, (1,), generator=g))
+        x = torch.randn(n, generator=g).abs()
+        if i % 2:
+            x[: int(torch.randint(0, n, (1,), generator=g))] = 0.0  # ties at the threshold
+        lo = int(torch.randint(0, n - 1, (1,), generator=g))
+        found = bracketed_order_statistics(x, lo, lo + 1, sample=8)
+        outcomes.append(found is not None)
+        if found is not None:
+            assert found.tolist() == np.sort(x.numpy())[[lo, lo + 1]].tolist(), (i, n, lo)
+    assert any(outcomes) and not all(outcomes)
 
 
 def test_masked_tensors_exclude_classifier_and_rgp_soft_selects_block_conv1():

@@ -9,8 +9,11 @@ For every masked parameter tensor W (CURE paper, Sec. 4, Eq. 6; App. A, Algorith
 The percentile is NumPy's linear interpolation between the two order statistics around ``(n - 1) q``,
 bit for bit (ties included). On an accelerator both come from one ``torch.sort`` on the device, with no host
 synchronisation (``kthvalue`` there runs one thread block per tensor, pytorch/pytorch#75599, and
-``torch.quantile`` refuses tensors above 16M elements); on the CPU from ``np.partition`` (introselect), which
-is several times faster than either a sort or ``kthvalue`` there (``benchmarks/bench_rgp_percentile.py``).
+``torch.quantile`` refuses tensors above 16M elements). On the CPU a sorted random sample of the scores
+brackets both order statistics, a few vectorised passes count the entries below the bracket and gather those
+inside it, and ``np.partition`` (introselect) selects within those few; when the bracket misses, the whole
+tensor is partitioned. Both are several times faster than a sort or ``kthvalue`` there
+(``benchmarks/bench_rgp_percentile.py``).
 
 ``rgp_soft`` reproduces the official code's masking for comparison: the score is *signed*,
 ``alpha * g_nat + (1 - alpha) * g_kl`` (the gradient of the TRADES KL, not of CE on x_adv), and only the
@@ -25,17 +28,56 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+_BRACKET_SAMPLE = 8192  # sampled scores per tensor: the bracket then holds a few % of the entries
+_BRACKET_MIN_ENTRIES = 1 << 16  # below this a partition of the whole tensor is as fast
+
+
+def bracketed_order_statistics(
+    flat: torch.Tensor, lo: int, hi: int, sample: int = _BRACKET_SAMPLE
+) -> torch.Tensor | None:
+    """The ``lo``-th and ``hi``-th smallest entries of the 1-d CPU tensor ``flat`` (``lo <= hi``), found by
+    bracketing them with a sorted random sample of ``sample`` entries (Floyd-Rivest) and partitioning only the
+    entries inside the bracket; None when the bracket misses either of them (the caller partitions it all).
+
+    Exact whatever the sample: the entries below the bracket are counted, so the ranks inside it are known, and
+    a miss is detected, never guessed. The sample's generator is fixed, so the same scores take the same path.
+    """
+    n = flat.numel()
+    idx = torch.randint(n, (sample,), generator=torch.Generator().manual_seed(n))
+    q = lo / n
+    # a sample rank's spread is sqrt(sample q (1 - q)): 4 of them either side make a miss rare
+    margin = 4.0 * math.sqrt(sample * q * (1.0 - q)) + 4
+    ranks = (max(int(q * sample - margin), 0), min(int(hi / n * sample + margin) + 1, sample - 1))
+    low, high = torch.from_numpy(np.partition(flat[idx].numpy(), ranks)[list(ranks)]).unbind()
+    below = int((flat < low).sum())  # NaN is neither below nor inside: NumPy sorts it last
+    if below > lo:
+        return None
+    if low == high:  # inside the bracket every entry is ``low``
+        return torch.stack([low, low]) if n - below - int((flat > high).sum()) > hi - below else None
+    inside = flat[(flat >= low) & (flat <= high)].numpy()
+    if inside.size <= hi - below:
+        return None
+    k = (lo - below, hi - below)
+    part = np.partition(inside, k if k[0] != k[1] else k[0])
+    return torch.from_numpy(part[list(k)])
+
 
 def order_statistics(flat: torch.Tensor, lo: int, hi: int, by_sort: bool | None = None) -> torch.Tensor:
-    """The ``lo``-th and ``hi``-th smallest entries (0-based, ties counted) of the 1-d ``flat``, as a
-    2-element tensor. ``by_sort``: select with ``torch.sort`` on ``flat``'s device (the default off the CPU)
-    rather than ``np.partition`` (the default on the CPU)."""
+    """The ``lo``-th and ``hi``-th smallest entries (0-based, ties counted, ``lo <= hi``) of the 1-d ``flat``,
+    as a 2-element tensor. ``by_sort``: select with ``torch.sort`` on ``flat``'s device (the default off the
+    CPU) rather than on the host (the default on the CPU: :func:`bracketed_order_statistics`, else
+    ``np.partition`` of the whole tensor)."""
     if by_sort is None:
         by_sort = flat.device.type != "cpu"
     if by_sort:
         ordered = torch.sort(flat).values
         return torch.stack([ordered[lo], ordered[hi]])
-    part = np.partition(flat.detach().cpu().numpy(), (lo, hi) if hi != lo else lo)
+    host = flat.detach().cpu()
+    if host.numel() >= _BRACKET_MIN_ENTRIES:
+        found = bracketed_order_statistics(host, lo, hi)
+        if found is not None:
+            return found.to(flat.device)
+    part = np.partition(host.numpy(), (lo, hi) if hi != lo else lo)
     return torch.from_numpy(part[[lo, hi]]).to(flat.device)
 
 
