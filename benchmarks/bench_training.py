@@ -212,27 +212,44 @@ def paired_ratio(a: list[float], b: list[float], resamples: int = 10000) -> dict
 
 def step_breakdown(setups: dict, batch: Batch, ctx: StepContext, device: torch.device, steps: int) -> dict:
     """Where one step's time goes, from the profiler scopes the methods open (``attack``, ``cure.*``), for
-    TRADES and CURE: milliseconds per step, and the share of the whole step."""
+    TRADES and CURE: each of ``steps`` steps profiled on its own from the shared initial weights, the median
+    milliseconds of each part over the steps (with the range) and its share of the median step. For CURE also
+    the per-step ratio of the two score passes to the loss's backward pass (one profiled step is noisy)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     out = {}
+    shared_weights = copy.deepcopy(next(iter(setups.values()))[0].model.state_dict())
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    # on CUDA the CPU time of a scope is its launch time; the GPU time of its kernels is what a step costs
+    total = (lambda e: e.device_time_total) if device.type == "cuda" else (lambda e: e.cpu_time_total)
     for name in ("trades", "cure"):
         if name not in setups:
             continue
         method, optimizer = setups[name]
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities) as prof:
-            for _ in range(steps):
+        per_step: list[dict[str, float]] = []
+        for _ in range(steps):
+            method.model.load_state_dict(shared_weights)
+            with profile(activities=activities) as prof:
                 with record_function("step"):
                     one_step(method, optimizer, batch, ctx, device)
-        # on CUDA the CPU time of a scope is its launch time; the GPU time of its kernels is what a step costs
-        total = (lambda e: e.device_time_total) if device.type == "cuda" else (lambda e: e.cpu_time_total)
-        totals = {e.key: total(e) / 1e3 / steps for e in prof.key_averages() if e.key == "step"
-                  or e.key == "attack" or e.key.startswith("cure.")}  # fmt: skip
-        step_ms = totals.pop("step")
-        parts = dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-        parts["other (loss terms, SGD step, batch)"] = step_ms - sum(parts.values())
-        out[name] = {"step_ms": step_ms, "parts_ms": parts, "parts_share": {k: v / step_ms for k, v in parts.items()}}
+            per_step.append({e.key: total(e) / 1e3 for e in prof.key_averages() if e.key == "step"
+                             or e.key == "attack" or e.key.startswith("cure.")})  # fmt: skip
+        for t in per_step:
+            t["other (loss terms, SGD step, batch)"] = t["step"] - sum(v for k, v in t.items() if k != "step")
+        step_ms = statistics.median(t["step"] for t in per_step)
+        keys = sorted((k for k in per_step[0] if k != "step"), key=lambda k: -statistics.median(t[k] for t in per_step))
+        keys.append(keys.pop(keys.index("other (loss terms, SGD step, batch)")))
+        parts = {k: statistics.median(t[k] for t in per_step) for k in keys}
+        out[name] = {
+            "steps": steps,
+            "step_ms": step_ms,
+            "parts_ms": parts,
+            "parts_range_ms": {k: [min(t[k] for t in per_step), max(t[k] for t in per_step)] for k in keys},
+            "parts_share": {k: v / step_ms for k, v in parts.items()},
+        }
+        if "cure.score_gradients" in parts and "cure.backward" in parts:
+            ratios = [t["cure.score_gradients"] / t["cure.backward"] for t in per_step]
+            out[name]["score_passes_vs_loss_backward"] = {"median": statistics.median(ratios), "all": ratios}
     return out
 
 
@@ -291,12 +308,24 @@ def markdown(result: dict) -> str:
             f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f} over {c['rounds']} rounds."
         )
     if result.get("step_breakdown"):
-        lines += ["", "Where the time goes (profiler scopes, ms per step and share of the step):", ""]
-        lines += ["| method | part | ms | share |", "|---|---|---|---|"]
-        for method, b in result["step_breakdown"].items():
+        breakdown = result["step_breakdown"]
+        steps = next(iter(breakdown.values())).get("steps")
+        lines += ["", f"Where the time goes (profiler scopes, {steps or 'the'} profiled steps per method: median ms "
+                  "per step, range over the steps, share of the median step):", ""]  # fmt: skip
+        lines += ["| method | part | ms | range | share |", "|---|---|---|---|---|"]
+        for method, b in breakdown.items():
+            ranges = b.get("parts_range_ms", {})
             for part, ms in b["parts_ms"].items():
-                lines.append(f"| {method} | {part} | {ms:.0f} | {100 * b['parts_share'][part]:.1f}% |")
-            lines.append(f"| {method} | whole step | {b['step_ms']:.0f} | 100% |")
+                lo_hi = f"{ranges[part][0]:.0f}-{ranges[part][1]:.0f}" if part in ranges else "-"
+                lines.append(f"| {method} | {part} | {ms:.0f} | {lo_hi} | {100 * b['parts_share'][part]:.1f}% |")
+            lines.append(f"| {method} | whole step | {b['step_ms']:.0f} | | 100% |")
+        score = breakdown.get("cure", {}).get("score_passes_vs_loss_backward")
+        if score:
+            lines.append("")
+            lines.append(
+                f"CURE's two score passes against its loss's backward pass, per profiled step: median "
+                f"{score['median']:.2f}x (" + ", ".join(f"{r:.2f}" for r in score["all"]) + ")."
+            )
     return "\n".join(lines) + "\n"
 
 
