@@ -9,10 +9,10 @@ For every masked parameter tensor W (CURE paper, Sec. 4, Eq. 6; App. A, Algorith
 The percentile is NumPy's linear interpolation between the two order statistics around ``(n - 1) q``,
 bit for bit (ties included). On an accelerator both come from one ``torch.sort`` on the device, with no host
 synchronisation (``kthvalue`` there runs one thread block per tensor, pytorch/pytorch#75599, and
-``torch.quantile`` refuses tensors above 16M elements). On the CPU a sorted random sample of the scores
-brackets both order statistics, a few vectorised passes count the entries below the bracket and gather those
-inside it, and ``np.partition`` (introselect) selects within those few; when the bracket misses, the whole
-tensor is partitioned. Both are several times faster than a sort or ``kthvalue`` there
+``torch.quantile`` refuses tensors above 16M elements). On the CPU two order statistics of a random sample
+of the scores bracket the two wanted ones, a few vectorised passes count the entries below the bracket and
+gather those inside it, and ``np.partition`` (introselect) selects among those few; when the bracket misses,
+the whole tensor is partitioned. That is several times faster than a sort or ``kthvalue`` there
 (``benchmarks/bench_rgp_percentile.py``).
 
 ``rgp_soft`` reproduces the official code's masking for comparison: the score is *signed*,
@@ -36,8 +36,9 @@ def bracketed_order_statistics(
     flat: torch.Tensor, lo: int, hi: int, sample: int = _BRACKET_SAMPLE
 ) -> torch.Tensor | None:
     """The ``lo``-th and ``hi``-th smallest entries of the 1-d CPU tensor ``flat`` (``lo <= hi``), found by
-    bracketing them with a sorted random sample of ``sample`` entries (Floyd-Rivest) and partitioning only the
-    entries inside the bracket; None when the bracket misses either of them (the caller partitions it all).
+    bracketing them between two order statistics of a random sample of ``sample`` entries (Floyd-Rivest) and
+    partitioning only the entries inside the bracket; None when the bracket misses either of them (the caller
+    then partitions the whole tensor).
 
     Exact whatever the sample: the entries below the bracket are counted, so the ranks inside it are known, and
     a miss is detected, never guessed. The sample's generator is fixed, so the same scores take the same path.
