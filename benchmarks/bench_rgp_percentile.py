@@ -12,12 +12,12 @@ round by round in one process (the order rotates each round), median over rounds
 
 * ``kthvalue``: an earlier implementation (``kthvalue`` for the lower order statistic, one comparison pass
   for the next value and the tie count), kept here as the baseline;
-* ``sort``: ``percentile(by_sort=True)``, one ``torch.sort`` per tensor on the device (the default off the
-  CPU);
-* ``partition``: ``np.partition`` of the whole tensor, the CPU's previous default (CPU only, since on an
-  accelerator it would copy every score tensor to the host);
-* ``bracket``: ``percentile(by_sort=False)``, the CPU's default: a sampled bracket, then ``np.partition``
-  of the entries inside it (CPU only).
+* ``sort``: ``percentile(selection='sort')``, one ``torch.sort`` per tensor on the device (the default
+  off the CPU);
+* ``partition``: ``percentile(selection='partition')``, ``np.partition`` of the whole tensor, the CPU's
+  previous default (CPU only, since on an accelerator it would copy every score tensor to the host);
+* ``bracket``: ``percentile(selection='bracket')``, the CPU's default: a sampled bracket, then
+  ``np.partition`` of the entries inside it (CPU only).
 
 Every variant's thresholds are also checked bit for bit against ``np.percentile``. Results go to
 ``benchmarks/results/rgp_percentile_<device>.json`` and ``.md``.
@@ -26,6 +26,7 @@ Every variant's thresholds are also checked bit for bit against ``np.percentile`
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import platform
 import statistics
@@ -64,18 +65,6 @@ def percentile_kthvalue(values: torch.Tensor, q: float) -> torch.Tensor:
     return v_lo + frac * (v_hi - v_lo)
 
 
-def percentile_whole_partition(values: torch.Tensor, q: float) -> torch.Tensor:
-    """``np.percentile`` from ``np.partition`` of the whole tensor, the CPU's previous selection."""
-    flat = values.reshape(-1).numpy()
-    n = flat.size
-    h = (n - 1) * q / 100.0
-    lo = min(math.floor(h), n - 1)
-    hi = min(lo + 1, n - 1)
-    a, b = torch.from_numpy(np.partition(flat, (lo, hi) if hi != lo else lo)[[lo, hi]]).unbind()
-    t = h - math.floor(h)
-    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
-
-
 def real_scores(model: torch.nn.Module, names: set[str], device: torch.device) -> list[torch.Tensor]:
     """The RGP score (alpha 0.5) of every masked tensor from one clean and one perturbed batch of real images."""
     data = load_bundled("cifar10", "train", n=16)
@@ -101,13 +90,10 @@ def run(arch: str, device: torch.device, rounds: int, model_args: dict[str, Any]
     shapes = [p.shape for n, p in model.named_parameters() if n in names]
     scores = real_scores(model, names, device)
     zero_share = sum(int((s == 0).sum()) for s in scores) / sum(s.numel() for s in scores)
-    variants = {
-        "kthvalue": lambda s: percentile_kthvalue(s, P),
-        "sort": lambda s: percentile(s, P, by_sort=True),
-    }
-    if device.type == "cpu":
-        variants["partition"] = lambda s: percentile_whole_partition(s, P)
-        variants["bracket"] = lambda s: percentile(s, P, by_sort=False)
+    # host selections only on the CPU: on an accelerator they would copy every score tensor to the host
+    selections = ("sort", "partition", "bracket") if device.type == "cpu" else ("sort",)
+    variants = {"kthvalue": lambda s: percentile_kthvalue(s, P)}
+    variants |= {sel: functools.partial(percentile, q=P, selection=sel) for sel in selections}
     bit_equal = {}
     for name, fn in variants.items():  # also the warm-up
         ours = torch.stack([fn(s) for s in scores]).cpu().numpy()

@@ -157,35 +157,48 @@ def one_step(method, optimizer, batch: Batch, ctx: StepContext, device: torch.de
         torch.cuda.synchronize()
 
 
+def start_state(setups: dict) -> dict:
+    """Every method's state to start a step from: the one initial weights (the same in every model, one seed;
+    checked) and each method's own optimizer and method state."""
+    names = list(setups)
+    weights = copy.deepcopy(setups[names[0]][0].model.state_dict())
+    per_method: dict[str, dict] = {}
+    for n in names:
+        method, optimizer = setups[n]
+        own = method.model.state_dict()
+        if any(not torch.equal(own[k], v) for k, v in weights.items()):
+            raise ValueError(f"{n} starts from other weights than {names[0]}: build every model with one seed")
+        per_method[n] = copy.deepcopy({"optim": optimizer.state_dict(), "method": method.state_dict()})
+    return {"weights": weights, "per_method": per_method}
+
+
+def restore_start(setups: dict, start: dict, name: str) -> None:
+    """Put method ``name`` (model, optimizer, method state) back to ``start`` (:func:`start_state`)."""
+    method, optimizer = setups[name]
+    method.model.load_state_dict(start["weights"])  # copies into the parameters
+    optimizer.load_state_dict(copy.deepcopy(start["per_method"][name]["optim"]))  # may alias, so a fresh copy
+    method.load_state_dict(start["per_method"][name]["method"])
+
+
 def interleaved_times(
     setups: dict, batch: Batch, ctx: StepContext, device: torch.device, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
     """Step time of each method over ``rounds`` rounds (after one warm-up round), the methods interleaved in
     each round and their order rotating round by round; on CUDA also each step's peak memory above the start.
 
-    Every step of every method starts from one state: the initial weights, the same in every model (one seed;
-    checked), and each method's own initial optimizer and method state, restored outside the timing. Each
-    method stepping its own model on the one fixed batch made the CPU step times drift apart (a TRADES step
-    rose from 22 s to 126 s at batch 128); saving each method's state after its own warm-up step still left
-    the methods on different weights, and the floor ran steadily 5% slower than CURE. Weights alone move a
-    CPU step's time, so all methods must step from the same ones."""
+    Every step of every method starts from one state (:func:`start_state`), restored outside the timing, and
+    every method is left in it. Each method stepping its own model on the one fixed batch made the CPU step
+    times drift apart (a TRADES step rose from 22 s to 126 s at batch 128); saving each method's state after
+    its own warm-up step still left the methods on different weights, and the floor ran steadily 5% slower
+    than CURE. Weights alone move a CPU step's time, so all methods must step from the same ones."""
     names = list(setups)
-    shared_weights = copy.deepcopy(setups[names[0]][0].model.state_dict())
-    saved: dict[str, dict] = {}
-    for n in names:
-        method, optimizer = setups[n]
-        weights = method.model.state_dict()
-        if any(not torch.equal(weights[k], v) for k, v in shared_weights.items()):
-            raise ValueError(f"{n} starts from other weights than {names[0]}: build every model with one seed")
-        saved[n] = copy.deepcopy({"optim": optimizer.state_dict(), "method": method.state_dict()})
+    start = start_state(setups)
     times: dict[str, list[float]] = {n: [] for n in names}
     memory: dict[str, list[int]] = {n: [] for n in names}
     for r in range(rounds + 1):  # round 0 warms up (and, with cudnn.benchmark, autotunes)
         for n in names[r % len(names) :] + names[: r % len(names)]:
             method, optimizer = setups[n]
-            method.model.load_state_dict(shared_weights)  # copies into the parameters
-            optimizer.load_state_dict(copy.deepcopy(saved[n]["optim"]))  # may alias, so a fresh copy
-            method.load_state_dict(saved[n]["method"])
+            restore_start(setups, start, n)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 start_mem = torch.cuda.memory_allocated(device)
@@ -197,6 +210,8 @@ def interleaved_times(
                     memory[n].append(torch.cuda.max_memory_allocated(device) - start_mem)
         if r > 0:
             print(f"round {r}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names), flush=True)
+    for n in names:
+        restore_start(setups, start, n)
     return times, memory
 
 
@@ -212,13 +227,13 @@ def paired_ratio(a: list[float], b: list[float], resamples: int = 10000) -> dict
 
 def step_breakdown(setups: dict, batch: Batch, ctx: StepContext, device: torch.device, steps: int) -> dict:
     """Where one step's time goes, from the profiler scopes the methods open (``attack``, ``cure.*``), for
-    TRADES and CURE: each of ``steps`` steps profiled on its own from the shared initial weights, the median
+    TRADES and CURE: each of ``steps`` steps profiled on its own from the methods' start state, the median
     milliseconds of each part over the steps (with the range) and its share of the median step. For CURE also
     the per-step ratio of the two score passes to the loss's backward pass (one profiled step is noisy)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     out = {}
-    shared_weights = copy.deepcopy(next(iter(setups.values()))[0].model.state_dict())
+    start = start_state(setups)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     # on CUDA the CPU time of a scope is its launch time; the GPU time of its kernels is what a step costs
     total = (lambda e: e.device_time_total) if device.type == "cuda" else (lambda e: e.cpu_time_total)
@@ -228,7 +243,7 @@ def step_breakdown(setups: dict, batch: Batch, ctx: StepContext, device: torch.d
         method, optimizer = setups[name]
         per_step: list[dict[str, float]] = []
         for _ in range(steps):
-            method.model.load_state_dict(shared_weights)
+            restore_start(setups, start, name)
             with profile(activities=activities) as prof:
                 with record_function("step"):
                     one_step(method, optimizer, batch, ctx, device)

@@ -18,6 +18,7 @@ from cure_zoo.training.methods import Batch, StepContext, build_method
 from cure_zoo.training.recipe import load_recipe
 from cure_zoo.training.revision import RevisionModel
 from cure_zoo.training.rgp import (
+    SELECTIONS,
     apply_rgp_masks_,
     bracketed_order_statistics,
     masked_parameter_names,
@@ -53,19 +54,19 @@ def _batch(x, y, seed=0) -> Batch:
 CTX = StepContext(epoch=1, autocast=contextlib.nullcontext, reduce_=lambda tensors: None)
 
 
-@pytest.mark.parametrize("by_sort", [False, True], ids=["partition", "sort"])
+@pytest.mark.parametrize("selection", SELECTIONS)
 @pytest.mark.parametrize("q", [0.0, 20.0, 30.0, 50.0, 99.9, 100.0])
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 4096, 70_000])
-def test_percentile_matches_numpy(n, q, by_sort):
-    """Bit-equal to np.percentile on both selection paths (the CPU's host selection, the accelerators' sort),
-    with ties (dead ReLUs give many zero scores), signed scores (rgp_soft) and repeated values; from 65,536
-    entries the CPU path brackets the order statistics with a sample first."""
+def test_percentile_matches_numpy(n, q, selection):
+    """Bit-equal to np.percentile with every selection (the CPU's bracket and whole-tensor partition, the
+    accelerators' sort), with ties (dead ReLUs give many zero scores), signed scores (rgp_soft) and repeated
+    values; from 65,536 entries the bracket samples the order statistics first."""
     g = torch.Generator().manual_seed(n)
     cases = [torch.randn(n, generator=g).abs(), torch.randn(n, generator=g), torch.randint(0, 5, (n,), generator=g)]
     cases[0][: n // 3] = 0.0
     for x in cases:
         x = x.float()
-        ours = percentile(x, q, by_sort=by_sort)
+        ours = percentile(x, q, selection=selection)
         assert ours.dtype == torch.float32 and ours.dim() == 0
         ref = np.percentile(x.numpy(), q)
         assert ours.item() == float(ref), (x.numpy()[:8], q)
@@ -78,8 +79,13 @@ def test_percentile_bit_equal_on_many_random_draws():
         x = torch.randn(n, generator=g).abs() * 10 ** float(torch.randint(-8, 3, (1,), generator=g))
         x[: int(torch.randint(0, n, (1,), generator=g))] = 0.0
         q = float(torch.rand(1, generator=g)) * 100
-        for by_sort in (False, True):
-            assert percentile(x, q, by_sort=by_sort).item() == float(np.percentile(x.numpy(), q)), (i, n, q)
+        for selection in SELECTIONS:
+            assert percentile(x, q, selection=selection).item() == float(np.percentile(x.numpy(), q)), (i, n, q)
+
+
+def test_unknown_selection_is_refused():
+    with pytest.raises(ValueError, match="unknown selection 'quick'.*sort, bracket, partition"):
+        percentile(torch.rand(10), 30.0, selection="quick")
 
 
 def test_bracketed_selection_is_exact_or_reports_a_miss():

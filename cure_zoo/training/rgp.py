@@ -63,31 +63,39 @@ def bracketed_order_statistics(
     return torch.from_numpy(part[list(k)])
 
 
-def order_statistics(flat: torch.Tensor, lo: int, hi: int, by_sort: bool | None = None) -> torch.Tensor:
+SELECTIONS = ("sort", "bracket", "partition")
+
+
+def order_statistics(flat: torch.Tensor, lo: int, hi: int, selection: str | None = None) -> torch.Tensor:
     """The ``lo``-th and ``hi``-th smallest entries (0-based, ties counted, ``lo <= hi``) of the 1-d ``flat``,
-    as a 2-element tensor. ``by_sort``: select with ``torch.sort`` on ``flat``'s device (the default off the
-    CPU) rather than on the host (the default on the CPU: :func:`bracketed_order_statistics`, else
-    ``np.partition`` of the whole tensor)."""
-    if by_sort is None:
-        by_sort = flat.device.type != "cpu"
-    if by_sort:
+    as a 2-element tensor on ``flat``'s device.
+
+    ``selection``: ``sort``, one ``torch.sort`` on ``flat``'s device (the default off the CPU); ``bracket``,
+    :func:`bracketed_order_statistics` on the host for tensors of at least 65536 entries, else as
+    ``partition`` (the default on the CPU); ``partition``, ``np.partition`` of the whole tensor on the host.
+    """
+    if selection is None:
+        selection = "sort" if flat.device.type != "cpu" else "bracket"
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}: choose one of {', '.join(SELECTIONS)}")
+    if selection == "sort":
         ordered = torch.sort(flat).values
         return torch.stack([ordered[lo], ordered[hi]])
     host = flat.detach().cpu()
-    if host.numel() >= _BRACKET_MIN_ENTRIES:
+    found = None
+    if selection == "bracket" and host.numel() >= _BRACKET_MIN_ENTRIES:
         found = bracketed_order_statistics(host, lo, hi)
-        if found is not None:
-            return found.to(flat.device)
-    part = np.partition(host.numpy(), (lo, hi) if hi != lo else lo)
-    return torch.from_numpy(part[[lo, hi]]).to(flat.device)
+    if found is None:
+        found = torch.from_numpy(np.partition(host.numpy(), (lo, hi) if hi != lo else lo)[[lo, hi]])
+    return found.to(flat.device)
 
 
-def percentile(values: torch.Tensor, q: float, by_sort: bool | None = None) -> torch.Tensor:
+def percentile(values: torch.Tensor, q: float, selection: str | None = None) -> torch.Tensor:
     """``np.percentile(values, q)`` (method 'linear') as a 0-dim tensor on ``values``' device, bit-equal.
 
     As NumPy: ``h = (n - 1) (q / 100)``, ``a, b`` the sorted values at ``floor(h)`` and ``floor(h) + 1``
     (both the last value when ``h >= n - 1``), ``t = h - floor(h)`` and the result ``a + (b - a) t``, or
-    ``b - (b - a) (1 - t)`` when ``t >= 0.5``, in ``values``' dtype. ``by_sort``: see :func:`order_statistics`.
+    ``b - (b - a) (1 - t)`` when ``t >= 0.5``, in ``values``' dtype. ``selection``: see :func:`order_statistics`.
     """
     flat = values.reshape(-1)
     n = flat.numel()
@@ -95,7 +103,7 @@ def percentile(values: torch.Tensor, q: float, by_sort: bool | None = None) -> t
     lo = min(math.floor(h), n - 1)
     hi = min(lo + 1, n - 1)
     t = h - math.floor(h)
-    a, b = order_statistics(flat, lo, hi, by_sort).unbind()
+    a, b = order_statistics(flat, lo, hi, selection).unbind()
     diff = b - a
     return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
