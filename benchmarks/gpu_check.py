@@ -3,7 +3,9 @@
     python benchmarks/gpu_check.py                 # on a GPU: results/gpu_check.json and .md
     python benchmarks/gpu_check.py --tiny          # on the CPU, tiny models and few steps (< 2 min; CI runs it)
 
-Sections (each one runs even if an earlier one failed; a failure is recorded with its error):
+Sections (each one runs even if an earlier one failed; a failure is recorded with its error). The report is
+rewritten after every section (``finished`` false until the last), so a run stopped at a time limit keeps what
+it measured; ``--sections`` runs a subset, in the order given.
 
 1. ``environment``: torch/CUDA/cuDNN versions, the device, and the numerics settings (cudnn.benchmark, TF32).
 2. ``sync_debug``: ``torch.cuda.set_sync_debug_mode("warn")`` over 5 trainer steps (CURE): the number of
@@ -13,8 +15,8 @@ Sections (each one runs even if an earlier one failed; a failure is recorded wit
 4. ``steps``: ST/TRADES/CURE step time and peak memory, ResNet-18 and WRN-34-10 at batch 128, fp32 and
    bf16 + channels_last, with CURE/TRADES, CURE/floor (``bench_training.CureFloor``) and the floor/TRADES.
 5. ``smoke``: the smoke recipe on this device: run, SIGTERM mid-run (exit 143), resume (exit 0).
-6. ``eval``: the natural ResNet-18 (pyautoattack's) under nat + PGD-20 at two batch sizes and both layouts;
-   per-image masks compared with the first configuration.
+6. ``eval``: a natural ResNet-18 (pyautoattack's, else the bundled 5k one) under nat + PGD-20 at two batch
+   sizes and both layouts; per-image masks compared with the first configuration.
 7. ``autoattack``: AutoAttack time per stage on a robust CIFAR-10-5k model from ``cure_zoo/models/bundled/``
    if one is there (skipped with a note otherwise).
 8. ``compile``: graphs compiled over a CURE epoch with ``model.compile`` (inductor on CUDA; eager on the CPU).
@@ -177,7 +179,8 @@ def smoke(device: torch.device, tiny: bool) -> dict[str, Any]:
         # two epochs (the recipe's natural warm-up takes the first), two steps each
         sets += ["data.train_examples=32", "optim.batch_size=16", "eval.examples=8"]
         sets += ["model.args={widths: [8, 8, 8, 8]}", "attack.steps=1", "eval.pgd_steps=1"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # the repository first, then what the caller had there (on the device, the kit's packages)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "smoke"
         cmd = [
@@ -215,11 +218,24 @@ def smoke(device: torch.device, tiny: bool) -> dict[str, Any]:
         }
 
 
-def eval_layouts(device: torch.device, tiny: bool) -> dict[str, Any]:
-    """nat + PGD-20 of the natural ResNet-18 at two batch sizes x two layouts; per-image masks vs the first."""
+def natural_resnet18() -> tuple[str, torch.nn.Module]:
+    """pyautoattack's naturally trained ResNet-18 where its wheel's example file is installed; else the bundled
+    natural CIFAR-10-5k ResNet-18 (width 16, small-scale), since the device kit leaves that 45 MB file behind
+    to keep the travelling tree under its limit (``benchmarks/device_kit.sh``)."""
     import timm
 
-    model = timm.create_model("st_resnet18_cifar10.autoattack", pretrained=True).eval()
+    from cure_zoo.models._hub import shipped_weights_file
+    from cure_zoo.models.zoo import find_entry
+
+    for name in ("st_resnet18_cifar10.autoattack", "st_resnet18_w16_cifar10_5k"):
+        if shipped_weights_file(find_entry(name)) is not None:
+            return name, timm.create_model(name, pretrained=True).eval()
+    raise FileNotFoundError("neither pyautoattack's ResNet-18 nor the bundled natural 5k model is installed")
+
+
+def eval_layouts(device: torch.device, tiny: bool) -> dict[str, Any]:
+    """nat + PGD-20 of a natural ResNet-18 at two batch sizes x two layouts; per-image masks vs the first."""
+    name, model = natural_resnet18()
     n = 16 if tiny else 2000
     sizes = (8, 5) if tiny else (128, 1000)
     runs = {}
@@ -239,7 +255,7 @@ def eval_layouts(device: torch.device, tiny: bool) -> dict[str, Any]:
                 "accuracy": {k: r.results[k]["accuracy"] for k in ("nat", "pgd20")},
                 "images_differing_from_first": differ,
             }
-    return {"images": n, "dataset_source": r.dataset["source"], "runs": runs}
+    return {"model": name, "images": n, "dataset_source": r.dataset["source"], "runs": runs}
 
 
 def autoattack_5k(device: torch.device, tiny: bool) -> dict[str, Any]:
@@ -305,7 +321,8 @@ SECTIONS = {
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Device check ({'tiny, ' if report['tiny'] else ''}{report['device']})", ""]
+    title = f"# Device check ({'tiny, ' if report['tiny'] else ''}{report['device']})"
+    lines = [title + ("" if report["finished"] else " (unfinished: stopped after the last section below)"), ""]
     for name, section in report["sections"].items():
         lines += [f"## {name} ({section.get('seconds_section', '?')} s)", "", "```json"]
         lines += [json.dumps({k: v for k, v in section.items() if k != "seconds_section"}, indent=1)[:6000]]
@@ -320,13 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     ap.add_argument("--out", default=None, help="JSON path (default results/gpu_check[_tiny].json)")
     args = ap.parse_args(argv)
+    names = args.sections.split(",")
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
     from cure_zoo.distributed import resolve_device
 
     device = resolve_device(args.device)
+    out = Path(args.out) if args.out else RESULTS / ("gpu_check_tiny.json" if args.tiny else "gpu_check.json")
     report: dict[str, Any] = {"tiny": args.tiny, "device": str(device), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    report["sections"] = {}
+    report |= {"finished": False, "sections": {}}
     start = time.perf_counter()
-    for name in args.sections.split(","):
+    for name in names:
         t0 = time.perf_counter()
         try:
             section = SECTIONS[name](device, args.tiny)
@@ -334,11 +356,12 @@ def main(argv: list[str] | None = None) -> int:
             section = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:]}
         section["seconds_section"] = round(time.perf_counter() - t0, 1)
         report["sections"][name] = section
+        report["seconds_total"] = round(time.perf_counter() - start, 1)
+        report["finished"] = name == names[-1]
+        # after every section, so a run stopped at a time limit still leaves what it measured
+        write_json_atomic(out, report)
+        write_text_atomic(out.with_suffix(".md"), markdown(report))
         print(f"{name}: {section['seconds_section']} s{' (error)' if 'error' in section else ''}", flush=True)
-    report["seconds_total"] = round(time.perf_counter() - start, 1)
-    out = Path(args.out) if args.out else RESULTS / ("gpu_check_tiny.json" if args.tiny else "gpu_check.json")
-    write_json_atomic(out, report)
-    write_text_atomic(out.with_suffix(".md"), markdown(report))
     print(f"wrote {out} and {out.with_suffix('.md')} ({report['seconds_total']} s)")
     return 1 if any("error" in s for s in report["sections"].values()) else 0
 
