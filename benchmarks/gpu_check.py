@@ -64,6 +64,11 @@ ROBUST_5K = ("cure_resnet18_w16_cifar10_5k", "trades_resnet18_w16_cifar10_5k", "
 # At least 8 channels into every convolution: torch 2.14.1's oneDNN CPU weight gradient of a channels_last 1x1
 # stride-2 convolution with fewer than 8 input channels corrupts the heap (segfault at one thread, hang at two).
 TINY_ARGS = {"widths": [8, 8, 8, 8]}
+# Images per evaluation, by ``--tiny``: a device has no network, so the full sizes must fit the bundled CIFAR-10
+# test subset (1,017 images; checked in tests/test_gpu_check.py). 1,000 at batch 128 ends in a partial batch.
+EVAL_IMAGES = {True: 16, False: 1000}
+EVAL_BATCH_SIZES = {True: (8, 5), False: (128, 1000)}
+AUTOATTACK_IMAGES = {True: 8, False: 500}
 
 
 def _sync(device: torch.device) -> None:
@@ -236,11 +241,10 @@ def natural_resnet18() -> tuple[str, torch.nn.Module]:
 def eval_layouts(device: torch.device, tiny: bool) -> dict[str, Any]:
     """nat + PGD-20 of a natural ResNet-18 at two batch sizes x two layouts; per-image masks vs the first."""
     name, model = natural_resnet18()
-    n = 16 if tiny else 2000
-    sizes = (8, 5) if tiny else (128, 1000)
+    n = EVAL_IMAGES[tiny]
     runs = {}
     first_masks = None
-    for bs in sizes:
+    for bs in EVAL_BATCH_SIZES[tiny]:
         for layout in ("contiguous", "channels_last"):
             t0 = time.perf_counter()
             r = evaluate(
@@ -262,10 +266,10 @@ def autoattack_5k(device: torch.device, tiny: bool) -> dict[str, Any]:
     found = next((name for name in ROBUST_5K if (BUNDLED / name / "model.safetensors").is_file()), None)
     if found is None:
         return {"skipped": f"no robust CIFAR-10-5k model in {BUNDLED} yet ({', '.join(ROBUST_5K)})"}
-    n = 8 if tiny else 500
+    n = AUTOATTACK_IMAGES[tiny]
     t0 = time.perf_counter()
     r = evaluate(
-        str(BUNDLED / found), "cifar10", "nat,aa", n_examples=n, batch_size=n if tiny else 500, device=device,
+        str(BUNDLED / found), "cifar10", "nat,aa", n_examples=n, batch_size=n, device=device,
         allow_tf32=False, progress=False, notify=lambda m: None,
     )  # fmt: skip
     return {
